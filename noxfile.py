@@ -1,0 +1,142 @@
+"""Every way to test, build and run the project.  `nox -l` lists the sessions.
+
+Tags: `ci` is what `.ci/run` runs (lint, typecheck, a slice of the test matrix covering the
+oldest and newest websockets, wheels); `tests` is the whole test matrix.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+
+import nox
+
+ROOT = pathlib.Path(__file__).parent
+PACKAGES = ["frp-core", "frp-ws", "frp-health", "frp-balance", "fastapi-reverse-proxy"]
+IMPORTS = {
+    "frp-core": "frp_core",
+    "frp-ws": "frp_ws",
+    "frp-health": "frp_health",
+    "frp-balance": "frp_balance",
+    "fastapi-reverse-proxy": "fastapi_reverse_proxy",
+}
+PYTHONS = ["3.11", "3.12", "3.13"]
+WEBSOCKETS = ["11.0.3", "12.0", "13.1", "14.2", "15.0.1", "16.1.1", "17.4"]
+OLDEST_WS, NEWEST_WS = WEBSOCKETS[0], WEBSOCKETS[-1]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-asyncio>=0.24",
+    "pytest-timeout>=2.3",
+    "coverage[toml]>=7.6",
+    "hypothesis>=6.100",
+    "uvicorn[standard]>=0.30",
+    "wsproto>=1.2",
+    "fastapi>=0.110",
+    "httpx>=0.27",
+]
+DIST = ROOT / "dist"
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.error_on_missing_interpreters = bool(os.environ.get("CI"))
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+
+def _local_packages() -> list[str]:
+    return [str(ROOT / "packages" / name) for name in PACKAGES]
+
+
+def _matrix() -> list[nox.Param]:
+    """Pruned: each Python runs the oldest and newest websockets, each major runs once."""
+    cells: list[tuple[str, str]] = []
+    for py in PYTHONS:
+        cells += [(py, OLDEST_WS), (py, NEWEST_WS)]
+    middle = WEBSOCKETS[1:-1]
+    for i, ws in enumerate(middle):
+        cells.append((PYTHONS[i % len(PYTHONS)], ws))
+    params = []
+    for py, ws in cells:
+        tags = ["tests"]
+        if (py, ws) in {("3.11", OLDEST_WS), ("3.13", NEWEST_WS)}:
+            tags.append("ci")
+        params.append(nox.param(py, ws, id=f"{py}-ws{ws}", tags=tags))
+    return params
+
+
+@nox.session(name="tests", tags=["tests"])
+@nox.parametrize(("python", "websockets"), _matrix())
+def tests(session: nox.Session, websockets: str) -> None:
+    """The test suite of every package and the cross-package tests, on one websockets."""
+    session.install(*_local_packages(), *TEST_DEPS, f"websockets=={websockets}")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "report", "--fail-under=0")
+
+
+@nox.session(python=PYTHONS[-1], tags=["ci"])
+def lint(session: nox.Session) -> None:
+    """ruff format --check and ruff check over the whole tree."""
+    session.install("ruff>=0.8")
+    session.run("ruff", "format", "--check", ".")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHONS[-1], tags=["ci"])
+@nox.parametrize("websockets", [OLDEST_WS, NEWEST_WS], ids=["legacy-ws", "newest-ws"])
+def typecheck(session: nox.Session, websockets: str) -> None:
+    """mypy --strict over every package, against the oldest and the newest websockets."""
+    session.install(*_local_packages(), "mypy>=1.13", f"websockets=={websockets}", "uvicorn")
+    srcs = [str(ROOT / "packages" / name / "src") for name in PACKAGES]
+    session.run("mypy", "--strict", *srcs)
+
+
+@nox.session(python=PYTHONS[-1])
+def build(session: nox.Session) -> None:
+    """Every package as sdist and wheel into dist/, metadata checked with twine."""
+    session.install("build>=1.2", "twine>=5", "hatchling>=1.24")
+    shutil.rmtree(DIST, ignore_errors=True)
+    for name in PACKAGES:
+        session.run("python", "-m", "build", "--installer", "uv", "--outdir", str(DIST),
+                    str(ROOT / "packages" / name))
+    artefacts = sorted(str(p) for p in DIST.iterdir())
+    session.log(f"{len(artefacts)} artefacts")
+    if len(artefacts) != 2 * len(PACKAGES):
+        session.error(f"expected {2 * len(PACKAGES)} artefacts, got {artefacts}")
+    session.run("twine", "check", "--strict", *artefacts)
+
+
+@nox.session(python=PYTHONS[-1], tags=["ci"], requires=["build"])
+def wheels(session: nox.Session) -> None:
+    """Fresh venvs install the built wheels: each component alone imports, and alone
+    frp-core does not pull websockets."""
+    wheel_files = sorted(str(p) for p in DIST.glob("*.whl"))
+    session.install("virtualenv")
+    check = ROOT / "tests" / "support" / "check_wheel.py"
+    for name in PACKAGES:
+        venv = pathlib.Path(session.create_tmp()) / f"venv-{name}"
+        shutil.rmtree(venv, ignore_errors=True)
+        session.run("uv", "venv", "-q", "--python", session.python or "3", str(venv),
+                    external=True)
+        py = str(venv / "bin" / "python")
+        session.run("uv", "pip", "install", "-q", "--python", py, "--find-links", str(DIST),
+                    name, external=True)
+        session.run(py, str(check), name, IMPORTS[name], external=True)
+
+
+@nox.session(python=PYTHONS[-1])
+def docs(session: nox.Session) -> None:
+    """Build the docs site strictly (broken links and missing pages fail)."""
+    session.install("mkdocs-material>=9.5")
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "build" / "site"))
+
+
+@nox.session(python=PYTHONS[0])
+def demo(session: nox.Session) -> None:
+    """A gateway on 127.0.0.1 in front of two embedded demo backends, until Ctrl-C."""
+    session.install(*_local_packages(), "uvicorn[standard]>=0.30")
+    session.run("python", str(ROOT / "demo" / "gateway.py"), *session.posargs)
+
+
+@nox.session(python=PYTHONS[-1])
+def dev(session: nox.Session) -> None:
+    """Create .venv for development (the uv workspace): `uv sync --all-packages` does the same."""
+    session.run("uv", "sync", "--all-packages", "--all-groups", external=True)

@@ -1,0 +1,3 @@
+"""Version of fastapi-reverse-proxy."""
+
+__version__ = "0.5.0"

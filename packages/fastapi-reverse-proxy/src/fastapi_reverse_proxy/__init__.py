@@ -1,0 +1,5 @@
+"""fastapi_reverse_proxy."""
+
+from .__about__ import __version__
+
+__all__: list[str] = []

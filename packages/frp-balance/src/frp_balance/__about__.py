@@ -1,0 +1,3 @@
+"""Version of frp-balance."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""frp_balance."""
+
+from .__about__ import __version__
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Version of frp-health."""
+
+__version__ = "0.1.0"

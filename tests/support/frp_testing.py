@@ -1,0 +1,85 @@
+"""Test support shared by every package's tests: real uvicorn servers on 127.0.0.1.
+
+A server runs in a background thread with its own event loop.  The listening socket is bound
+and put in listening state *before* the thread starts, so a client can connect at once: the
+kernel queues the connection until uvicorn accepts it.  No sleep is needed to synchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+__all__ = ["ServerThread", "listening_socket", "run_server", "unused_port"]
+
+
+def listening_socket() -> socket.socket:
+    """A TCP socket bound to an ephemeral port on 127.0.0.1, already listening."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def unused_port() -> int:
+    """A port on 127.0.0.1 nobody listens on (connections to it are refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+class ServerThread:
+    """A uvicorn server for ``app`` running in a daemon thread."""
+
+    def __init__(self, app: Any, *, http: str = "httptools", ws: str = "wsproto",
+                 **config: Any) -> None:
+        self.sock = listening_socket()
+        self.port: int = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        config.setdefault("log_level", "warning")
+        config.setdefault("lifespan", "auto")
+        self.config = uvicorn.Config(app, http=http, ws=ws, **config)
+        self.server = uvicorn.Server(self.config)
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"uvicorn:{self.port}")
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            await self.server.serve(sockets=[self.sock])
+
+        asyncio.run(main())
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        if self.thread.is_alive():  # pragma: no cover - diagnostic only
+            self.server.force_exit = True
+            self.thread.join(timeout)
+        self.sock.close()
+        if self.thread.is_alive():  # pragma: no cover
+            raise RuntimeError(f"uvicorn on port {self.port} did not stop")
+
+
+@contextlib.contextmanager
+def run_server(app: Any, **kwargs: Any) -> Iterator[ServerThread]:
+    """Run ``app`` under uvicorn on an ephemeral loopback port for the ``with`` block."""
+    server = ServerThread(app, **kwargs).start()
+    try:
+        yield server
+    finally:
+        server.stop()
