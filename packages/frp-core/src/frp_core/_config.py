@@ -1,3 +1,4 @@
+# ENGINEERS WORKING IN PARALLEL: read /tmp/common.md NOW (files you may edit, venv, commit rules, deadline 07:35 UTC). Remove nothing of this line; the lead removes it.
 """Timeouts and pool limits of the upstream engine."""
 
 from __future__ import annotations

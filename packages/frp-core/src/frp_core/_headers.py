@@ -1,3 +1,4 @@
+# ENGINEERS WORKING IN PARALLEL: read /tmp/common.md NOW (files you may edit, venv, commit rules, deadline 07:35 UTC). Remove nothing of this line; the lead removes it.
 """Header policy shared by the HTTP proxy and the WebSocket tunnel (RFC 9110 §7.6).
 
 Headers are ASGI-style lists of ``(name, value)`` byte pairs with lower-case names; order and
