@@ -140,3 +140,30 @@ def demo(session: nox.Session) -> None:
 def dev(session: nox.Session) -> None:
     """Create .venv for development (the uv workspace): `uv sync --all-packages` does the same."""
     session.run("uv", "sync", "--all-packages", "--all-groups", external=True)
+
+
+@nox.session(python=PYTHONS[0])
+def bench(session: nox.Session) -> None:
+    """Side-by-side benchmark (upstream direct, our proxy in two forms, 0.4.0, nginx).
+
+    `nox -s bench -- --quick` is a one-repetition smoke run.  Never part of the test suite.
+    """
+    session.install(*_local_packages(), "uvicorn[standard]>=0.30", "fastapi>=0.110",
+                    "httpx>=0.27", "websockets>=13", "uvloop>=0.19", "httptools>=0.6")
+    session.run("python", str(ROOT / "bench" / "run.py"), *session.posargs)
+
+
+@nox.session(python=PYTHONS[0], tags=["ci"])
+def soak(session: nox.Session) -> None:
+    """Mixed traffic through the load balancer with a backend restarted midway; checks that
+    file descriptors, tasks and memory return to baseline.  CI runs the short variant."""
+    session.install(*_local_packages(), *TEST_DEPS, "websockets>=13")
+    args = session.posargs or (["--short"] if os.environ.get("CI") else [])
+    session.run("python", str(ROOT / "tests" / "soak" / "run.py"), *args)
+
+
+@nox.session(python=PYTHONS[0])
+def autobahn(session: nox.Session) -> None:
+    """Autobahn fuzzingclient through the tunnel and directly; skips without Python 2.7."""
+    session.install(*_local_packages(), *TEST_DEPS, "websockets>=13")
+    session.run("python", str(ROOT / "tests" / "autobahn" / "run.py"), *session.posargs)
