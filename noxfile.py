@@ -21,6 +21,13 @@ IMPORTS = {
     "frp-balance": "frp_balance",
     "fastapi-reverse-proxy": "fastapi_reverse_proxy",
 }
+SIBLINGS = {
+    "frp-core": [],
+    "frp-ws": ["frp-core"],
+    "frp-health": [],
+    "frp-balance": ["frp-core", "frp-health"],
+    "fastapi-reverse-proxy": ["frp-core", "frp-ws", "frp-health", "frp-balance"],
+}
 PYTHONS = ["3.11", "3.12", "3.13"]
 WEBSOCKETS = ["11.0.3", "12.0", "13.1", "14.2", "15.0.1", "16.1.1", "17.4"]
 OLDEST_WS, NEWEST_WS = WEBSOCKETS[0], WEBSOCKETS[-1]
@@ -63,7 +70,7 @@ def _matrix() -> list[nox.Param]:
     return params
 
 
-@nox.session(name="tests", tags=["tests"])
+@nox.session(name="tests")
 @nox.parametrize(("python", "websockets"), _matrix())
 def tests(session: nox.Session, websockets: str) -> None:
     """The test suite of every package and the cross-package tests, on one websockets."""
@@ -75,9 +82,11 @@ def tests(session: nox.Session, websockets: str) -> None:
 @nox.session(python=PYTHONS[-1], tags=["ci"])
 def lint(session: nox.Session) -> None:
     """ruff format --check and ruff check over the whole tree."""
-    session.install("ruff>=0.8")
+    session.install("ruff>=0.8", "check-jsonschema>=0.29")
     session.run("ruff", "format", "--check", ".")
     session.run("ruff", "check", ".")
+    workflows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
 
 
 @nox.session(python=PYTHONS[-1], tags=["ci"])
@@ -95,8 +104,16 @@ def build(session: nox.Session) -> None:
     session.install("build>=1.2", "twine>=5", "hatchling>=1.24")
     shutil.rmtree(DIST, ignore_errors=True)
     for name in PACKAGES:
-        session.run("python", "-m", "build", "--installer", "uv", "--outdir", str(DIST),
-                    str(ROOT / "packages" / name))
+        session.run(
+            "python",
+            "-m",
+            "build",
+            "--installer",
+            "uv",
+            "--outdir",
+            str(DIST),
+            str(ROOT / "packages" / name),
+        )
     artefacts = sorted(str(p) for p in DIST.iterdir())
     session.log(f"{len(artefacts)} artefacts")
     if len(artefacts) != 2 * len(PACKAGES):
@@ -108,17 +125,19 @@ def build(session: nox.Session) -> None:
 def wheels(session: nox.Session) -> None:
     """Fresh venvs install the built wheels: each component alone imports, and alone
     frp-core does not pull websockets."""
-    wheel_files = sorted(str(p) for p in DIST.glob("*.whl"))
-    session.install("virtualenv")
     check = ROOT / "tests" / "support" / "check_wheel.py"
     for name in PACKAGES:
         venv = pathlib.Path(session.create_tmp()) / f"venv-{name}"
         shutil.rmtree(venv, ignore_errors=True)
-        session.run("uv", "venv", "-q", "--python", session.python or "3", str(venv),
-                    external=True)
+        session.run("uv", "venv", "-q", "--python", session.python or "3", str(venv), external=True)
         py = str(venv / "bin" / "python")
-        session.run("uv", "pip", "install", "-q", "--python", py, "--find-links", str(DIST),
-                    name, external=True)
+        # The wheel itself plus the sibling wheels it needs, as files: never a same-named
+        # project from an index.
+        wanted = [name, *SIBLINGS[name]]
+        files = [str(w) for n in wanted for w in DIST.glob(f"{IMPORTS[n]}-*.whl")]
+        if len(files) != len(wanted):
+            session.error(f"missing wheels for {wanted} in {DIST}")
+        session.run("uv", "pip", "install", "-q", "--python", py, *files, external=True)
         session.run(py, str(check), name, IMPORTS[name], external=True)
 
 
@@ -148,8 +167,15 @@ def bench(session: nox.Session) -> None:
 
     `nox -s bench -- --quick` is a one-repetition smoke run.  Never part of the test suite.
     """
-    session.install(*_local_packages(), "uvicorn[standard]>=0.30", "fastapi>=0.110",
-                    "httpx>=0.27", "websockets>=13", "uvloop>=0.19", "httptools>=0.6")
+    session.install(
+        *_local_packages(),
+        "uvicorn[standard]>=0.30",
+        "fastapi>=0.110",
+        "httpx>=0.27",
+        "websockets>=13",
+        "uvloop>=0.19",
+        "httptools>=0.6",
+    )
     session.run("python", str(ROOT / "bench" / "run.py"), *session.posargs)
 
 
