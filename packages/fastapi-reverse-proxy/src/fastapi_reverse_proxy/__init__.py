@@ -1,5 +1,22 @@
-"""fastapi_reverse_proxy."""
+"""fastapi-reverse-proxy: the 0.4.0 API and everything new, re-exported from the components.
+
+Every public name of ``frp_core``, ``frp_ws``, ``frp_health`` and ``frp_balance`` is available
+here; nothing is defined in this package, so nothing here can be a stub.
+"""
+
+from frp_balance import *  # noqa: F403
+from frp_balance import __all__ as _balance_all
+from frp_core import *  # noqa: F403
+from frp_core import __all__ as _core_all
+from frp_health import *  # noqa: F403
+from frp_health import __all__ as _health_all
+from frp_ws import *  # noqa: F403
+from frp_ws import __all__ as _ws_all
 
 from .__about__ import __version__
 
 __all__: list[str] = []
+__all__ += _core_all
+__all__ += _ws_all
+__all__ += _health_all
+__all__ += _balance_all
