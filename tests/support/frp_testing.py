@@ -40,8 +40,9 @@ def unused_port() -> int:
 class ServerThread:
     """A uvicorn server for ``app`` running in a daemon thread."""
 
-    def __init__(self, app: Any, *, http: str = "httptools", ws: str = "wsproto",
-                 **config: Any) -> None:
+    def __init__(
+        self, app: Any, *, http: str = "httptools", ws: str = "wsproto", **config: Any
+    ) -> None:
         self.sock = listening_socket()
         self.port: int = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
