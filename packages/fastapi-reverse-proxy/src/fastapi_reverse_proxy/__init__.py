@@ -13,7 +13,7 @@ from frp_health import __all__ as _health_all
 from frp_ws import *  # noqa: F403
 from frp_ws import __all__ as _ws_all
 
-from .__about__ import __version__
+from .__about__ import __version__ as __version__
 
 __all__: list[str] = []
 __all__ += _core_all
