@@ -1,0 +1,359 @@
+"""``LoadBalancer``: the seed's decision utility, with strategies, limits and failover."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._attempts import Attempts
+from ._ewma import PeakEwma
+from ._keys import HashKey, key_func
+from ._limits import Limits
+from ._proxy import Proxying
+from ._source import (
+    FAILURE_OUTCOMES,
+    HealthSource,
+    PassiveHealth,
+    is_personalized,
+    reporter,
+    target_configs,
+)
+from ._strategies import (
+    STRATEGIES,
+    HashRing,
+    Strategy,
+    argmin,
+    smooth_weighted,
+    two_choices,
+    weighted_random,
+)
+
+logger = logging.getLogger("frp_balance")
+
+
+def _check_url(url: object) -> str:
+    if not isinstance(url, str):
+        raise TypeError(f"targets must be URL strings, not {type(url).__name__}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"target {url!r} must be an absolute http:// or https:// URL")
+    return url
+
+
+class LoadBalancer(Proxying):
+    """Chooses an upstream per request: round robin over a list, or by health and latency.
+
+    ``LoadBalancer(["http://a", "http://b"])`` balances round robin with passive health from
+    real traffic; ``LoadBalancer(checker)`` routes over the checker's healthy targets, by
+    default with ``latency`` (power of two choices over peak-EWMA × in-flight).  A plain
+    object with no lifecycle and no background task.  See ``docs/frp-balance.md``.
+    """
+
+    def __init__(
+        self,
+        servers: Sequence[str] | HealthSource,
+        *,
+        strategy: Strategy | None = None,
+        weights: Mapping[str, int] | None = None,
+        hash_key: HashKey = "client",
+        max_in_flight: int | Mapping[str, int] | None = None,
+        retries: int = 1,
+        retry_budget: float = 0.2,
+        min_retries: int = 3,
+        panic_threshold: float | None = None,
+        decay: float = 10.0,
+        failure_penalty: float = 1.0,
+        default_latency: float = 0.03,
+        window: float = 10.0,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._health_mode = not isinstance(servers, list | tuple)
+        if self._health_mode:
+            if not isinstance(servers, HealthSource):
+                raise TypeError("servers must be a list of URLs or a HealthChecker")
+            self._source: Any = servers
+            self._static: list[str] = []
+        else:
+            urls = [_check_url(u) for u in servers]  # type: ignore[union-attr]
+            self._static = list(dict.fromkeys(urls))
+            self._source = PassiveHealth(self._static, clock=clock)
+            weights = {**{u: urls.count(u) for u in self._static}, **(weights or {})}
+        if strategy is None:
+            strategy = "latency" if self._health_mode else "round_robin"
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
+        if retries < 0 or min_retries < 0 or not 0 <= retry_budget <= 1:
+            raise ValueError("retries, min_retries >= 0 and 0 <= retry_budget <= 1 required")
+        if panic_threshold is not None and not 0 < panic_threshold <= 1:
+            raise ValueError("panic_threshold must be in (0, 1]")
+        self.strategy: Strategy = strategy
+        self.retries = retries
+        self.retry_budget = retry_budget
+        self.min_retries = min_retries
+        self.panic_threshold = panic_threshold
+        self.failure_penalty = failure_penalty
+        self.default_latency = default_latency
+        self._decay = decay
+        self._window = window
+        self._rng = rng if rng is not None else random.Random()
+        self._clock = clock
+        self._key = key_func(hash_key)
+        self._report = reporter(self._source)
+        configs = target_configs(self._source)
+        self._weights: dict[str, int] = {}
+        for t, cfg in configs.items():
+            if cfg.get("weight") is not None:
+                self._weights[t] = cfg["weight"]
+        self._weights.update(weights or {})
+        if any(not isinstance(w, int) or w < 1 for w in self._weights.values()):
+            raise ValueError("weights must be integers >= 1")
+        self._limits = Limits()
+        for t, cfg in configs.items():
+            self._limits.rate[t] = cfg.get("maxrequests")
+            self._limits.concurrency[t] = cfg.get("max_in_flight")
+        if isinstance(max_in_flight, Mapping):
+            self._limits.concurrency.update(max_in_flight)
+        else:
+            self._limits.default_concurrency = max_in_flight
+        self._index = 0  # round robin: ties go to the target at this index first
+        self._current: dict[str, int] = {}
+        self._ring: tuple[tuple[str, ...], HashRing] | None = None
+        self._in_flight: dict[str, int] = {}
+        self._ewma: dict[str, PeakEwma] = {}
+        self._fresh: set[str] = set()  # at most one request in flight until a first success
+        self._known_healthy: set[str] | None = None
+        self._active_retries = 0
+        self._counters: dict[str, int] = dict.fromkeys(
+            ("requests", "retries", "retries_denied", "no_target", "panic"), 0
+        )
+        self._per_target: dict[str, dict[str, int]] = {}
+
+    # -- seed API ---------------------------------------------------------------------------
+
+    @property
+    def servers(self) -> Sequence[str] | HealthSource:
+        """What the balancer was built from (a list of URLs or the checker)."""
+        return self._source if self._health_mode else list(self._static)
+
+    @property
+    def max_requests(self) -> int | None:
+        """Requests per target per health interval (``None``: unlimited); seed semantics."""
+        self._check_global_limit()
+        return self._limits.default_rate
+
+    @max_requests.setter
+    def max_requests(self, value: int | None) -> None:
+        self._check_global_limit()
+        if value is not None and value < 0:
+            raise ValueError("max_requests must be >= 0 or None")
+        self._limits.default_rate = value
+
+    def _check_global_limit(self) -> None:
+        if self._health_mode and is_personalized(self._source):
+            raise RuntimeError("Global max_requests is not supported when using personalized hosts")
+
+    def get(self, *, key: str | None = None) -> str | None:
+        """The next target, counted against its ``maxrequests`` (``None``: none available).
+
+        Counts a request but no in-flight slot: use ``route``/``proxy_pass`` for failover and
+        exact in-flight counts.  ``key`` is the consistent-hash key for ``strategy="hash"``.
+        """
+        return self._choose(set(), key, commit=True)
+
+    def peek(self) -> str | None:
+        """The target ``get()`` would return now, without counting or advancing anything."""
+        return self._choose(set(), None, commit=False)
+
+    def get_all(self) -> list[str]:
+        """Every configured target, healthy or not."""
+        return list(self._source.targets) if self._health_mode else list(self._static)
+
+    def set_index(self, index: int) -> None:
+        """Make the target at ``index`` the next round-robin pick (list mode only)."""
+        if self._health_mode:
+            raise RuntimeError("set_index() is not supported in health mode")
+        if self.strategy != "round_robin":
+            raise RuntimeError("set_index() needs strategy='round_robin'")
+        if index < 0 or (self._static and index >= len(self._static)):
+            raise IndexError("Index out of range")
+        self._index = index
+        self._current.clear()
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def route(self, scope: Mapping[str, Any]) -> Attempts:
+        """The ``frp_core.Upstreams`` for one request (``frp_core.Router`` protocol)."""
+        key = self._key(scope) if self.strategy == "hash" else None
+        return Attempts(self, key, timed=scope.get("type") != "websocket")
+
+    def _choose(self, exclude: set[str], key: str | None, *, commit: bool) -> str | None:
+        now = self._clock()
+        candidates = self._candidates(exclude, now, commit=commit)
+        if not candidates:
+            return None
+        state = None if commit else self._rng.getstate()
+        try:
+            target = self._select(candidates, key, now, commit=commit)
+        finally:
+            if state is not None:
+                self._rng.setstate(state)
+        if commit:
+            self._limits.count(target)
+        return target
+
+    def _candidates(self, exclude: set[str], now: float, *, commit: bool) -> list[str]:
+        targets = self.get_all()
+        healthy = set(self._source.get_healthy_targets())
+        if commit:
+            self._readmit(targets, healthy)
+        self._limits.tick(getattr(self._source, "last_update", None) or now // self._window)
+        pool = [t for t in targets if t in healthy]
+        if self.panic_threshold is not None and len(pool) < self.panic_threshold * len(targets):
+            pool = targets
+            if commit:
+                self._counters["panic"] += 1
+        return [t for t in pool if t not in exclude and self._limits.allows(t, self._in_flight)]
+
+    def _readmit(self, targets: list[str], healthy: set[str]) -> None:
+        """A target that is new or healthy again starts over: no samples, one request at a time."""
+        known = self._known_healthy
+        for t in healthy:
+            if known is None or t not in known:
+                self._fresh.add(t)
+                if t in self._ewma:
+                    self._ewma[t].reset()
+        self._known_healthy = healthy
+
+    def _select(self, candidates: list[str], key: str | None, now: float, *, commit: bool) -> str:
+        strategy = self.strategy
+        if strategy == "round_robin":
+            order = {t: i for i, t in enumerate(self.get_all())}
+            n = max(len(order), 1)
+            current = self._current if commit else dict(self._current)
+            return smooth_weighted(
+                candidates, self._weights, current, lambda t: (order[t] - self._index) % n
+            )
+        if strategy == "latency":
+            open_ = [t for t in candidates if t not in self._fresh or not self._in_flight.get(t)]
+            return two_choices(open_ or candidates, lambda t: self._cost(t, now), self._rng)
+        if strategy == "least_requests":
+            return two_choices(
+                candidates,
+                lambda t: (self._in_flight.get(t, 0) + 1) / self._weights.get(t, 1),
+                self._rng,
+            )
+        if strategy == "hash" and key is not None:
+            allowed = set(candidates)
+            found = self._hash_ring().lookup(key, allowed.__contains__)
+            assert found is not None
+            return found
+        if strategy == "fastest_probe":
+            probes = self._source.get_response_times()
+            return argmin(candidates, lambda t: probes.get(t, math.inf))
+        return weighted_random(candidates, self._weights, self._rng)
+
+    def _hash_ring(self) -> HashRing:
+        targets = tuple(self.get_all())
+        if self._ring is None or self._ring[0] != targets:
+            self._ring = (targets, HashRing(targets))
+        return self._ring[1]
+
+    def _latency(self, target: str, now: float) -> float:
+        """Peak-EWMA of real requests in seconds; the probe latency (or a default) before any."""
+        ewma = self._ewma.get(target)
+        value = ewma.get(now) if ewma is not None else None
+        if value is not None:
+            return value
+        probe = self._source.get_response_times().get(target)
+        return probe / 1000.0 if probe is not None else self.default_latency
+
+    def _cost(self, target: str, now: float) -> float:
+        weight = self._weights.get(target, 1)
+        return self._latency(target, now) * (self._in_flight.get(target, 0) + 1) / weight
+
+    # -- attempt bookkeeping (called by Attempts) ---------------------------------------------
+
+    def _retry_wanted(self, tried: int) -> bool:
+        budget = max(self.min_retries, self.retry_budget * sum(self._in_flight.values()))
+        if tried > self.retries or self._active_retries >= budget:
+            self._counters["retries_denied"] += 1
+            return False
+        return True
+
+    def _acquire(
+        self, exclude: set[str], key: str | None, *, retry: bool, last: tuple[str, str] | None
+    ) -> str | None:
+        target = self._choose(exclude, key, commit=True)
+        if target is None:
+            if not retry:
+                self._counters["no_target"] += 1
+                logger.info("no healthy target available")
+            return None
+        self._in_flight[target] = self._in_flight.get(target, 0) + 1
+        self._target_stats(target)["picks"] += 1
+        if retry:
+            self._active_retries += 1
+            self._counters["retries"] += 1
+            failed, outcome = last if last is not None else ("?", "?")
+            logger.info("retrying on %s after %s from %s", target, outcome, failed)
+        else:
+            self._counters["requests"] += 1
+        return target
+
+    def _release(self, target: str, outcome: str, elapsed: float | None, *, retry: bool) -> None:
+        self._in_flight[target] -= 1
+        if retry:
+            self._active_retries -= 1
+        stats = self._target_stats(target)
+        stats[outcome] = stats.get(outcome, 0) + 1
+        failed = outcome in FAILURE_OUTCOMES
+        if elapsed is not None and (failed or outcome == "success"):
+            ewma = self._ewma.get(target)
+            if ewma is None:
+                ewma = self._ewma[target] = PeakEwma(self._decay)
+            ewma.observe(max(elapsed, self.failure_penalty) if failed else elapsed, self._clock())
+        if outcome == "success":
+            self._fresh.discard(target)
+        if failed:
+            logger.debug("%s on %s after %.3f s", outcome, target, elapsed or 0.0)
+        if self._report is not None:
+            self._report(target, outcome, elapsed)
+
+    def _target_stats(self, target: str) -> dict[str, int]:
+        stats = self._per_target.get(target)
+        if stats is None:
+            stats = self._per_target[target] = {"picks": 0}
+        return stats
+
+    # -- observability ------------------------------------------------------------------------
+
+    def in_flight(self, target: str | None = None) -> int:
+        """Attempts in flight on ``target``, or on every target."""
+        if target is None:
+            return sum(self._in_flight.values())
+        return self._in_flight.get(target, 0)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters (requests, retries, denied retries, no-target answers, panics) and per
+        target: picks, outcomes, in-flight, latency estimate in seconds, health."""
+        now = self._clock()
+        healthy = set(self._source.get_healthy_targets())
+        targets: dict[str, dict[str, Any]] = {}
+        for t in self.get_all():
+            ewma = self._ewma.get(t)
+            targets[t] = {
+                **self._per_target.get(t, {"picks": 0}),
+                "in_flight": self._in_flight.get(t, 0),
+                "latency": ewma.get(now) if ewma is not None else None,
+                "healthy": t in healthy,
+            }
+        return {**self._counters, "in_flight": self.in_flight(), "targets": targets}
+
+    def __repr__(self) -> str:
+        return f"LoadBalancer({self.get_all()!r}, strategy={self.strategy!r})"
