@@ -1,0 +1,356 @@
+"""The WebSocket tunnel: deferred negotiation, then two relays until either side ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from typing import Any
+
+from starlette.websockets import WebSocketDisconnect
+
+from frp_core._errors import UpstreamError
+from frp_core._headers import NO_TRUSTED_PROXIES, TrustedProxies
+from frp_core._routing import Outcome, Router, Upstreams
+
+from . import _close
+from ._compat import HandshakeRefused, UpstreamClosed, UpstreamConnection, connect
+from ._request import HeaderInput, resource, response_headers, upstream_headers, url_for
+
+__all__ = ["DEFAULT_MAX_SIZE", "Tunnel", "tunnel"]
+
+logger = logging.getLogger("frp_ws")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Target = str | Upstreams | Router
+
+DEFAULT_MAX_SIZE = 16 * 1024 * 1024
+_MAX_ATTEMPTS = 32  # a bound on failover, whatever ``Upstreams.pick`` says
+_RETRY_STATUSES = frozenset({502, 503, 504})
+_CLIENT_GONE = (OSError, WebSocketDisconnect)
+
+
+class _Single:
+    """One configured base URL as an :class:`Upstreams` that picks it once."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def pick(self, tried: Sequence[str]) -> str | None:
+        return None if tried else self.url
+
+    def done(self, target: str, outcome: Outcome, elapsed: float) -> None:
+        pass
+
+
+def _upstreams(host: Target, scope: Scope) -> Upstreams:
+    if isinstance(host, str):
+        return _Single(host)
+    if isinstance(host, Router) and not isinstance(host, Upstreams):
+        return host.route(scope)
+    return host
+
+
+class Tunnel:
+    """Options of a tunnel; :meth:`run` serves one ASGI WebSocket connection."""
+
+    __slots__ = (
+        "additional_headers",
+        "close_timeout",
+        "compression",
+        "forward_query",
+        "max_queue",
+        "max_size",
+        "open_timeout",
+        "override_headers",
+        "path",
+        "ping_interval",
+        "ping_timeout",
+        "ssl",
+        "subprotocols",
+        "trusted",
+    )
+
+    def __init__(
+        self,
+        *,
+        path: str | None = None,
+        subprotocols: Sequence[str] | None = None,
+        forward_query: bool = True,
+        additional_headers: HeaderInput | None = None,
+        override_headers: HeaderInput | None = None,
+        open_timeout: float | None = 10.0,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        max_queue: int = 16,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float | None = 5.0,
+        compression: str | None = "deflate",
+        trusted_proxies: TrustedProxies | Iterable[str] | None = None,
+        ssl: Any = None,
+    ) -> None:
+        if max_size is not None and max_size < 1:
+            raise ValueError("max_size must be positive or None")
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        self.path = path
+        self.subprotocols = subprotocols
+        self.forward_query = forward_query
+        self.additional_headers = additional_headers
+        self.override_headers = override_headers
+        self.open_timeout = open_timeout
+        self.max_size = max_size
+        self.max_queue = max_queue
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self.compression = compression
+        if trusted_proxies is None:
+            self.trusted = NO_TRUSTED_PROXIES
+        elif isinstance(trusted_proxies, TrustedProxies):
+            self.trusted = trusted_proxies
+        else:
+            self.trusted = TrustedProxies(trusted_proxies)
+        self.ssl = ssl
+
+    async def run(self, host: Target, scope: Scope, receive: Receive, send: Send) -> None:
+        """Tunnel one connection whose ``websocket.connect`` message is still unread."""
+        first = await receive()
+        if first["type"] != "websocket.connect":
+            return
+        upstreams = _upstreams(host, scope)
+        target = resource(scope, self.path, self.forward_query)
+        headers = upstream_headers(
+            scope,
+            additional=self.additional_headers,
+            override=self.override_headers,
+            trusted=self.trusted,
+        )
+        offered = list(scope.get("subprotocols") or [])
+        offer = list(self.subprotocols) if self.subprotocols is not None else offered
+        loop = asyncio.get_running_loop()
+        tried: list[str] = []
+        failure: HandshakeRefused | UpstreamError | None = None
+        for _ in range(_MAX_ATTEMPTS):
+            base = upstreams.pick(tried)
+            if base is None:
+                break
+            tried.append(base)
+            started = loop.time()
+            try:
+                up = await self._connect(url_for(base, target), offer, headers)
+            except HandshakeRefused as exc:
+                retry = exc.status in _RETRY_STATUSES
+                outcome = Outcome.HTTP_5XX if retry else Outcome.SUCCESS
+                upstreams.done(base, outcome, loop.time() - started)
+                failure = exc
+                if retry:
+                    continue
+                break
+            except UpstreamError as exc:
+                upstreams.done(base, exc.outcome, loop.time() - started)
+                failure = exc
+                continue
+            except BaseException:
+                upstreams.done(base, Outcome.CLIENT_ABORT, loop.time() - started)
+                raise
+            outcome = Outcome.CLIENT_ABORT
+            try:
+                outcome = await self._serve(up, scope, receive, send, offered)
+            finally:
+                upstreams.done(base, outcome, loop.time() - started)
+            return
+        await _refuse(scope, send, failure)
+
+    async def _connect(
+        self, url: str, offer: Sequence[str], headers: Sequence[tuple[str, str]]
+    ) -> UpstreamConnection:
+        return await connect(
+            url,
+            subprotocols=offer or None,
+            headers=headers,
+            open_timeout=self.open_timeout,
+            close_timeout=self.close_timeout,
+            max_size=self.max_size,
+            max_queue=self.max_queue,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            compression=self.compression,
+            ssl=self.ssl,
+        )
+
+    async def _serve(
+        self,
+        up: UpstreamConnection,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        offered: Sequence[str],
+    ) -> Outcome:
+        chosen = up.subprotocol if up.subprotocol in offered else None
+        accept = {
+            "type": "websocket.accept",
+            "subprotocol": chosen,
+            "headers": response_headers(up.response_headers),
+        }
+        try:
+            await send(accept)
+        except BaseException:
+            await _close_upstream(up, _close.GOING_AWAY, "")
+            raise
+        try:
+            return await _Relay(up, receive, send, self.max_size).run()
+        except BaseException:
+            up.abort()
+            raise
+
+
+class _Ending:
+    """Why a pump stopped: ``side`` is "client", "upstream" or "too-big"."""
+
+    __slots__ = ("code", "reason", "sent_first", "side")
+
+    def __init__(
+        self, side: str, code: int | None = None, reason: str = "", sent_first: int | None = None
+    ) -> None:
+        self.side = side
+        self.code = code
+        self.reason = reason
+        self.sent_first = sent_first
+
+
+class _Relay:
+    """Two pumps, one message at a time each way, each send awaited (no queue of our own)."""
+
+    __slots__ = ("max_size", "receive", "send", "up")
+
+    def __init__(self, up: UpstreamConnection, receive: Receive, send: Send, max_size: int | None):
+        self.up = up
+        self.receive = receive
+        self.send = send
+        self.max_size = max_size
+
+    async def to_upstream(self) -> _Ending:
+        receive, up, limit = self.receive, self.up, self.max_size
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text = message.get("text")
+                data: str | bytes = text if text is not None else (message.get("bytes") or b"")
+                if limit is not None and len(data) > limit // 4 and _size(data) > limit:
+                    return _Ending("too-big")
+                try:
+                    await up.send(data)
+                except UpstreamClosed as exc:
+                    return _Ending("upstream", exc.code, exc.reason, exc.sent_first)
+            elif kind == "websocket.disconnect":
+                code = message.get("code", _close.NO_STATUS)
+                return _Ending("client", code, message.get("reason") or "")
+
+    async def to_client(self) -> _Ending:
+        send, up = self.send, self.up
+        while True:
+            try:
+                data = await up.recv()
+            except UpstreamClosed as exc:
+                return _Ending("upstream", exc.code, exc.reason, exc.sent_first)
+            message = {"type": "websocket.send", "text" if isinstance(data, str) else "bytes": data}
+            try:
+                await send(message)
+            except _CLIENT_GONE:
+                return _Ending("client", _close.ABNORMAL)
+
+    async def run(self) -> Outcome:
+        pumps = (
+            asyncio.ensure_future(self.to_upstream()),
+            asyncio.ensure_future(self.to_client()),
+        )
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            results = await asyncio.gather(*pumps, return_exceptions=True)
+        endings: list[_Ending] = []
+        for result in results:
+            if isinstance(result, _Ending):
+                endings.append(result)
+            elif not isinstance(result, asyncio.CancelledError):
+                # A bug in a pump: close both sides, then let it propagate.
+                await self._close_client(_close.INTERNAL_ERROR, "")
+                await _close_upstream(self.up, _close.INTERNAL_ERROR, "")
+                raise result
+        # Both may have ended at once: the upstream's close frame is the better information.
+        ending = min(endings, key=lambda e: e.side != "upstream")
+        if ending.side == "upstream":
+            code, reason = _close.from_upstream(
+                ending.code, ending.reason, sent_first=ending.sent_first
+            )
+            return await self._upstream_ended(code, reason)
+        if ending.side == "too-big":
+            await self._close_client(_close.TOO_BIG, _close.TOO_BIG_REASON)
+            await _close_upstream(self.up, _close.TOO_BIG, _close.TOO_BIG_REASON)
+            return Outcome.SUCCESS
+        code, reason = _close.from_client(ending.code, ending.reason)
+        await _close_upstream(self.up, code, reason)
+        return Outcome.SUCCESS
+
+    async def _upstream_ended(self, code: int, reason: str) -> Outcome:
+        await self._close_client(code, reason)
+        await _close_upstream(self.up, _close.NORMAL, "")  # already closed: waits for the socket
+        return Outcome.RESET if code == _close.BAD_GATEWAY else Outcome.SUCCESS
+
+    async def _close_client(self, code: int, reason: str) -> None:
+        with contextlib.suppress(*_CLIENT_GONE):
+            await self.send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def _size(data: str | bytes) -> int:
+    return len(data.encode("utf-8")) if isinstance(data, str) else len(data)
+
+
+async def _close_upstream(up: UpstreamConnection, code: int, reason: str) -> None:
+    try:
+        await up.close(code, reason)
+    except Exception:  # the socket is unusable: drop it
+        logger.debug("upstream close failed; aborting", exc_info=True)
+        up.abort()
+
+
+async def _refuse(
+    scope: Scope, send: Send, failure: HandshakeRefused | UpstreamError | None
+) -> None:
+    """Answer a client whose upstream handshake failed: the upstream's status, 502, 503 or 504."""
+    headers: list[tuple[bytes, bytes]]
+    if isinstance(failure, HandshakeRefused):
+        status, body = failure.status, failure.body
+        headers = response_headers(failure.headers)
+    else:
+        status = failure.status if failure is not None else 503
+        message = failure.public_message if failure is not None else "Service Unavailable"
+        body = message.encode()
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+    headers = [h for h in headers if h[0] != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    try:
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            await send(
+                {"type": "websocket.http.response.start", "status": status, "headers": headers}
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": _close.refusal_close_code(status)})
+    except _CLIENT_GONE:
+        pass
+
+
+async def tunnel(host: Target, scope: Scope, receive: Receive, send: Send, **options: Any) -> None:
+    """Functional form of :meth:`Tunnel.run`."""
+    await Tunnel(**options).run(host, scope, receive, send)
