@@ -1,0 +1,729 @@
+"""One upstream HTTP/1.1 connection: an ``asyncio.Protocol`` driving ``httptools``.
+
+No ``StreamReader``: bytes go from ``data_received`` into the parser, whose callbacks fill the
+response head and a list of body chunks.  A coroutine waits on at most one future at a time
+(``_waiter`` for the head or body, ``_drain_waiter`` for the request body writer); each wait has
+at most one ``call_later`` timer.  A task is created only to stream an iterable request body, so
+that the response can arrive (and be read) while the body is still being sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from ._errors import (
+    LocalProtocolError,
+    ReadTimeout,
+    RemoteProtocolError,
+    UpstreamError,
+    WriteTimeout,
+)
+from ._headers import Headers
+
+if TYPE_CHECKING:
+    from ._pool import _Pool, _Stats
+
+__all__ = ["UpstreamResponse"]
+
+#: Request-body bytes kept (references, no copies) so that a request on a reused connection the
+#: peer had already closed can be replayed on a fresh one.  Beyond this, no replay.
+KEEP_LIMIT = 256 * 1024
+#: Write buffer limits of each transport (``pause_writing`` above ``WRITE_HIGH``).
+WRITE_HIGH = 256 * 1024
+WRITE_LOW = 64 * 1024
+#: A bytes body up to this size is sent in the same ``write`` as the head.
+_JOIN_LIMIT = 64 * 1024
+
+_HttpParserError: type[Exception] = httptools.HttpParserError
+_HttpParserUpgrade: type[Exception] = httptools.HttpParserUpgrade
+_ResponseParser: Any = httptools.HttpResponseParser
+
+
+class _Retry(Exception):
+    """Internal: a reused connection turned out to be dead; replay ``body`` on a fresh one."""
+
+    def __init__(self, error: UpstreamError, body: bytes | AsyncIterable[bytes]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.body = body
+
+
+class UpstreamResponse:
+    """The head of an upstream response, and its body as a stream of chunks.
+
+    ``headers`` are raw: names lower-cased, order and repetition preserved, hop-by-hop headers
+    included.  ``content_length`` is the declared ``Content-Length`` (also for HEAD and 304
+    answers, whose ``has_body`` is ``False``); ``None`` for chunked and close-delimited bodies.
+    Always call :meth:`aclose` (in ``finally``).
+    """
+
+    __slots__ = (
+        "_conn",
+        "content_length",
+        "has_body",
+        "headers",
+        "http_version",
+        "reason",
+        "status",
+    )
+
+    status: int
+    reason: bytes
+    http_version: str
+    headers: Headers
+    content_length: int | None
+    has_body: bool
+
+    def __init__(
+        self,
+        conn: Connection | None,
+        status: int,
+        reason: bytes,
+        http_version: str,
+        headers: Headers,
+        content_length: int | None,
+        has_body: bool,
+    ) -> None:
+        self._conn = conn
+        self.status = status
+        self.reason = reason
+        self.http_version = http_version
+        self.headers = headers
+        self.content_length = content_length
+        self.has_body = has_body
+
+    def __repr__(self) -> str:
+        return f"<UpstreamResponse {self.status} {self.reason.decode('latin-1')}>"
+
+    async def receive(self) -> bytes:
+        """The next body chunk (up to ``read_size`` bytes); ``b""`` once the body is complete.
+
+        Raises ``ReadTimeout`` when nothing arrives for ``timeouts.read`` seconds, and
+        ``RemoteProtocolError`` when the body is truncated or malformed: an incomplete body
+        never ends with ``b""``.
+        """
+        c = self._conn
+        while c is not None:
+            if c._buf:
+                return c._take()
+            if c._error is not None:
+                raise c._error
+            if c._complete:
+                if c._writer is None or c._writer.done():
+                    self._conn = None
+                    c._finish()
+                else:  # the body was still being sent: the connection cannot be reused
+                    c.discard()
+                    await c.stop_writer()
+                    self._conn = None
+                return b""
+            await c._wait_body()
+        return b""
+
+    async def aclose(self) -> None:
+        """Release the connection: to the pool if the response is complete, else close it."""
+        c = self._conn
+        if c is None:
+            return
+        self._conn = None
+        if c._complete and c._error is None and (c._writer is None or c._writer.done()):
+            c._finish()
+        else:
+            c.discard()
+            await c.stop_writer()
+
+
+class Connection(asyncio.Protocol):
+    """An HTTP/1.1 client connection.  Driven by :class:`frp_core._pool.Engine`."""
+
+    __slots__ = (
+        "_active",
+        "_body_done",
+        "_body_iter",
+        "_buf",
+        "_buffered",
+        "_cl",
+        "_complete",
+        "_drain_waiter",
+        "_error",
+        "_headers",
+        "_high",
+        "_in_next",
+        "_interim",
+        "_is_head",
+        "_keep_alive",
+        "_kept",
+        "_low",
+        "_read_to",
+        "_reading_paused",
+        "_reason",
+        "_resp",
+        "_rx",
+        "_stale",
+        "_te",
+        "_timer",
+        "_waiter",
+        "_write_paused",
+        "_write_to",
+        "_writer",
+        "closed",
+        "discarded",
+        "idle_since",
+        "in_idle",
+        "loop",
+        "parser",
+        "pool",
+        "read_size",
+        "requests",
+        "stats",
+        "transport",
+    )
+
+    def __init__(self, pool: _Pool, loop: asyncio.AbstractEventLoop, read_size: int) -> None:
+        self.pool = pool
+        self.stats: _Stats = pool.stats
+        self.loop = loop
+        self.read_size = read_size
+        self._high = 2 * read_size
+        self._low = read_size
+        self.transport: asyncio.Transport | None = None
+        self.parser: Any = _ResponseParser(self)
+        self.closed = False
+        self.discarded = False
+        self.in_idle = False
+        self.idle_since = 0.0
+        self.requests = 0  # requests completed on this connection
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._active = False
+        self._buf: list[bytes] = []
+        self._buffered = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._resp: UpstreamResponse | None = None
+        self._complete = False
+        self._kept: list[bytes] | None = None
+        self._body_iter: AsyncIterator[bytes] | None = None
+        self._in_next = False
+        self._body_done = False
+        self._rx = False
+        self._stale = False
+        self._interim = False
+        self._is_head = False
+        self._keep_alive = False
+        self._headers: Headers = []
+        self._reason = b""
+        self._cl: int | None = None
+        self._te: bytes | None = None
+        self._read_to: float | None = None
+        self._write_to: float | None = None
+
+    # ----------------------------------------------------------------- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._active:  # bytes nobody asked for: the connection is out of sync
+            self.discard()
+            return
+        self._rx = True
+        try:
+            self.parser.feed_data(data)
+        except _HttpParserUpgrade:
+            self.fail(RemoteProtocolError("upstream switched protocols", request_sent=True))
+        except _HttpParserError:
+            if self._resp is None:
+                msg = "malformed HTTP response head"
+            else:
+                msg = "malformed HTTP response body"
+            self.fail(RemoteProtocolError(msg, request_sent=True))
+        n = self._buffered
+        if n > self._high and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        if n > self.stats.max_buffered:
+            self.stats.max_buffered = n
+
+    def eof_received(self) -> bool:
+        self._lost(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(exc)
+        self.discard()
+        dw = self._drain_waiter
+        if dw is not None and not dw.done():
+            dw.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        t = self.transport
+        if t is not None:
+            size = t.get_write_buffer_size()
+            if size > self.stats.max_send_buffer:
+                self.stats.max_send_buffer = size
+        if self._waiter is not None and self._resp is None and self._writer is None:
+            # a large bytes body is still being flushed: the wait is for the upstream to read
+            self._arm(self._write_to, WriteTimeout)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        dw = self._drain_waiter
+        if dw is not None and not dw.done():
+            dw.set_result(None)
+        if self._waiter is not None and self._resp is None and self._writer is None:
+            self._arm(self._read_to, ReadTimeout)
+
+    # ----------------------------------------------------------------- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self._complete:
+            self._keep_alive = False  # more bytes after a complete response
+        self._reason = b""
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-length":
+            self._cl = int(value)
+        elif name == b"transfer-encoding":
+            self._te = value
+        self._headers.append((name, value.rstrip(b" \t")))
+
+    def on_headers_complete(self) -> None:
+        if self._resp is not None:  # a second response after a HEAD answer
+            self._keep_alive = False
+            return
+        p = self.parser
+        status: int = p.get_status_code()
+        if status < 200:
+            if status == 101:
+                self.fail(RemoteProtocolError("upstream switched protocols", request_sent=True))
+                return
+            self._interim = True  # 100 Continue, 102, 103 Early Hints: skipped
+            self._headers = []
+            self._cl = None
+            self._te = None
+            return
+        version: str = p.get_http_version()
+        if self._is_head:
+            has_body = False
+            keep_alive = _keep_alive(version, self._headers)
+            self._complete = True
+        else:
+            has_body = status != 204 and status != 304
+            keep_alive = p.should_keep_alive()
+        self._keep_alive = keep_alive
+        self._resp = UpstreamResponse(
+            None, status, self._reason, version, self._headers, self._cl, has_body
+        )
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self._is_head:
+            self._keep_alive = False
+            return
+        self._buf.append(body)
+        self._buffered += len(body)
+        if self._waiter is not None:
+            self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if self._is_head:
+            return
+        self._complete = True
+        w = self._writer
+        if w is not None and not self._body_done:
+            # answered before the whole request body was sent (e.g. 413): stop sending
+            self._keep_alive = False
+            w.cancel()
+        if self._waiter is not None:
+            self._wake()
+
+    # ----------------------------------------------------------------- internals
+
+    def _cancel_wait(self) -> None:
+        t = self._timer
+        if t is not None:
+            self._timer = None
+            t.cancel()
+        self._waiter = None
+
+    def _wake(self) -> None:
+        t = self._timer
+        if t is not None:
+            self._timer = None
+            t.cancel()
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def _arm(self, timeout: float | None, exc_cls: type[UpstreamError]) -> None:
+        t = self._timer
+        if t is not None:
+            t.cancel()
+        self._timer = (
+            None if timeout is None else self.loop.call_later(timeout, self._timed_out, exc_cls)
+        )
+
+    def _timed_out(self, exc_cls: type[UpstreamError]) -> None:
+        self._timer = None
+        if exc_cls is WriteTimeout:
+            msg = "upstream did not accept the request in time"
+        elif self._resp is None:
+            msg = "upstream did not answer in time"
+        else:
+            msg = "upstream sent no data in time"
+        self.fail(exc_cls(msg, request_sent=True))
+
+    def _lost(self, exc: Exception | None) -> None:
+        """End of the byte stream (EOF or connection lost)."""
+        if self.closed:
+            return
+        self.closed = True
+        if not self._active or self._error is not None:
+            return
+        if self._resp is None:
+            if exc is None:
+                msg = "upstream closed the connection without answering"
+            else:
+                msg = "upstream reset the connection without answering"
+            self._error = RemoteProtocolError(msg, request_sent=True)
+            self._stale = not self._rx
+            self._keep_alive = False
+        elif not self._complete:
+            self._keep_alive = False
+            if exc is None and self._cl is None and not _chunked(self._te):
+                self._complete = True  # close-delimited body: EOF is its end
+            else:
+                self._error = RemoteProtocolError(
+                    "upstream closed the connection before the body was complete",
+                    request_sent=True,
+                )
+        else:
+            self._keep_alive = False
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        """Record the error the current request ends with, and close the connection."""
+        if self._error is None and not self._complete:
+            self._error = exc
+        self._keep_alive = False
+        self.discard()
+        self._wake()
+        dw = self._drain_waiter
+        if dw is not None and not dw.done():
+            dw.set_result(None)
+
+    def discard(self) -> None:
+        """Close the connection at once and forget it in the pool (idempotent)."""
+        self._keep_alive = False
+        if not self.discarded:
+            self.discarded = True
+            t = self.transport
+            if t is not None:
+                t.abort()
+            self.pool.forget(self)
+
+    async def stop_writer(self) -> None:
+        """Cancel the request body writer, if still running, and wait for it."""
+        w = self._writer
+        if w is not None:
+            self._writer = None
+            if not w.done():
+                w.cancel()
+                await asyncio.wait((w,))
+
+    def _take(self) -> bytes:
+        buf = self._buf
+        rs = self.read_size
+        if self._buffered <= rs:
+            data = buf[0] if len(buf) == 1 else b"".join(buf)
+            buf.clear()
+            self._buffered = 0
+        else:
+            first = buf[0]
+            if len(first) >= rs:
+                data = first[:rs]
+                buf[0] = first[rs:]
+            else:
+                i = total = 0
+                for chunk in buf:
+                    if total + len(chunk) > rs:
+                        break
+                    total += len(chunk)
+                    i += 1
+                data = b"".join(buf[:i])
+                del buf[:i]
+            self._buffered -= len(data)
+        if self._reading_paused and self._buffered <= self._low:
+            self._reading_paused = False
+            if self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+        return data
+
+    async def _wait_body(self) -> None:
+        fut = self._waiter = self.loop.create_future()
+        to = self._read_to
+        if to is not None:
+            self._timer = self.loop.call_later(to, self._timed_out, ReadTimeout)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            self._cancel_wait()
+            self.discard()
+            await self.stop_writer()
+            raise
+
+    def _finish(self) -> None:
+        """The response is complete: back to the pool if possible, else close."""
+        self._active = False
+        self._resp = None
+        if (
+            self._keep_alive
+            and not self.closed
+            and self.transport is not None
+            and self.transport.get_write_buffer_size() == 0
+        ):
+            self._writer = None
+            self._kept = None
+            self._body_iter = None
+            if self._buf:
+                self._buf = []
+                self._buffered = 0
+            if self._reading_paused:
+                self._reading_paused = False
+                self.transport.resume_reading()
+            if self._is_head:  # the parser still expects the announced body: replace it
+                self.parser = _ResponseParser(self)
+            self.requests += 1
+            self.pool.release(self)
+        else:
+            self.discard()
+
+    # ----------------------------------------------------------------- one exchange
+
+    async def exchange(
+        self,
+        head: bytes,
+        body: bytes | AsyncIterable[bytes],
+        content_length: int | None,
+        is_head: bool,
+        read_to: float | None,
+        write_to: float | None,
+        may_retry: bool,
+    ) -> UpstreamResponse:
+        """Send one request and wait for the head of its (final) response."""
+        t = self.transport
+        if t is None or self.closed or t.is_closing():
+            self.discard()
+            err = RemoteProtocolError("upstream closed the connection", request_sent=False)
+            if may_retry:
+                raise _Retry(err, body)
+            raise err
+        self._active = True
+        self._is_head = is_head
+        self._resp = None
+        self._complete = False
+        self._error = None
+        self._headers = []
+        self._cl = None
+        self._te = None
+        self._rx = False
+        self._stale = False
+        self._read_to = read_to
+        self._write_to = write_to
+        if body.__class__ is bytes:
+            assert isinstance(body, bytes)
+            if not body:
+                t.write(head)
+            elif len(body) <= _JOIN_LIMIT:
+                t.write(head + body)
+            else:
+                t.write(head)
+                t.write(body)
+            self._body_done = True
+            fut = self._waiter = self.loop.create_future()
+            if self._write_paused:
+                self._arm(write_to, WriteTimeout)
+            elif read_to is not None:
+                self._timer = self.loop.call_later(read_to, self._timed_out, ReadTimeout)
+        else:
+            self._body_done = False
+            self._body_iter = None
+            self._kept = None
+            t.write(head)
+            fut = self._waiter = self.loop.create_future()
+            self._writer = self.loop.create_task(
+                self._send_body(body, content_length, may_retry)  # type: ignore[arg-type]
+            )
+        try:
+            await fut
+        except asyncio.CancelledError:
+            self._cancel_wait()
+            self.discard()
+            await self.stop_writer()
+            raise
+        resp = self._head()
+        if resp is not None:
+            resp._conn = self
+            return resp
+        return await self._failed(body, may_retry)
+
+    def _head(self) -> UpstreamResponse | None:
+        return self._resp
+
+    def _stopped(self) -> bool:
+        return self._error is not None or self.discarded
+
+    async def _failed(
+        self, body: bytes | AsyncIterable[bytes], may_retry: bool
+    ) -> UpstreamResponse:
+        """No response head: decide between a replay on a fresh connection and an error."""
+        err = self._error
+        assert err is not None
+        self.discard()
+        self._active = False
+        if may_retry and self._stale and isinstance(err, UpstreamError):
+            replay: bytes | AsyncIterable[bytes] | None = None
+            w = self._writer
+            if body.__class__ is bytes:
+                replay = body
+            elif w is not None and not w.done() and self._body_iter is None:
+                await self.stop_writer()  # the writer never started: the body is untouched
+                replay = body
+            else:
+                if w is not None and not w.done():
+                    if self._in_next and self._kept is not None:
+                        # let the body's pending chunk arrive (then the writer stops by itself),
+                        # so that the iterator stays usable for the replay
+                        try:
+                            await asyncio.wait((w,))
+                        except asyncio.CancelledError:
+                            await self.stop_writer()
+                            raise
+                    else:
+                        await self.stop_writer()
+                self._writer = None
+                if self._kept is not None and self._body_iter is not None:
+                    replay = _replay(self._kept, self._body_iter)
+            if replay is not None:
+                raise _Retry(err, replay)
+        await self.stop_writer()
+        raise err
+
+    async def _send_body(
+        self, body: AsyncIterable[bytes], content_length: int | None, keep: bool
+    ) -> None:
+        """The writer task of an iterable body (chunked when the length is unknown)."""
+        t = self.transport
+        assert t is not None
+        it = self._body_iter = body.__aiter__()
+        kept: list[bytes] | None = [] if keep else None
+        self._kept = kept
+        kept_size = sent = 0
+        try:
+            while True:
+                self._in_next = True
+                try:
+                    chunk = await it.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    self._in_next = False
+                n = len(chunk)
+                if kept is not None:
+                    if self._rx or kept_size + n > KEEP_LIMIT:
+                        kept = self._kept = None
+                    else:
+                        kept.append(chunk)
+                        kept_size += n
+                if self._stopped():
+                    return
+                if not n:
+                    continue
+                sent += n
+                if content_length is None:
+                    if n < _JOIN_LIMIT:
+                        t.write(b"%x\r\n%b\r\n" % (n, chunk))
+                    else:
+                        t.writelines((b"%x\r\n" % n, chunk, b"\r\n"))
+                elif sent > content_length:
+                    raise LocalProtocolError(
+                        "request body longer than its Content-Length", request_sent=True
+                    )
+                else:
+                    t.write(chunk)
+                if self._write_paused:
+                    await self._drain()
+                    if self._stopped():
+                        return
+            if content_length is None:
+                t.write(b"0\r\n\r\n")
+            elif sent != content_length:
+                raise LocalProtocolError(
+                    "request body shorter than its Content-Length", request_sent=True
+                )
+            self._body_done = True
+            if self._resp is None and self._waiter is not None and self._read_to is not None:
+                self._arm(self._read_to, ReadTimeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the body iterator failed, or its length was wrong
+            self.fail(exc)
+
+    async def _drain(self) -> None:
+        fut = self._drain_waiter = self.loop.create_future()
+        to = self._write_to
+        timer = None if to is None else self.loop.call_later(to, self._timed_out, WriteTimeout)
+        try:
+            await fut
+        finally:
+            self._drain_waiter = None
+            if timer is not None:
+                timer.cancel()
+
+
+async def _replay(kept: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in kept:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
+def _chunked(te: bytes | None) -> bool:
+    return te is not None and te.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+
+
+def _keep_alive(version: str, headers: Headers) -> bool:
+    """Keep-alive from the version and the ``Connection`` header (used for HEAD answers)."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    if version == "1.1":
+        return b"close" not in tokens
+    return b"keep-alive" in tokens and b"close" not in tokens
