@@ -65,3 +65,15 @@ class RemoteProtocolError(UpstreamError):
     """The upstream closed, reset, or sent something that is not valid HTTP/1.1: 502."""
 
     outcome = Outcome.RESET
+
+
+class LocalProtocolError(UpstreamError):
+    """The request body did not match its declared length (a client or caller fault): 400.
+
+    Raised by the engine when an iterable body yields more or fewer bytes than the
+    ``content_length`` it was sent with; the connection is discarded.
+    """
+
+    status = 400
+    outcome = Outcome.CLIENT_ABORT
+    public_message = "Bad Request"
