@@ -18,8 +18,8 @@ from ._proxy import Proxying
 from ._source import (
     FAILURE_OUTCOMES,
     HealthSource,
-    PassiveHealth,
     is_personalized,
+    passive_source,
     reporter,
     target_configs,
 )
@@ -82,7 +82,7 @@ class LoadBalancer(Proxying):
         else:
             urls = [_check_url(u) for u in servers]  # type: ignore[union-attr]
             self._static = list(dict.fromkeys(urls))
-            self._source = PassiveHealth(self._static, clock=clock)
+            self._source = passive_source(self._static, clock)
             weights = {**{u: urls.count(u) for u in self._static}, **(weights or {})}
         if strategy is None:
             strategy = "latency" if self._health_mode else "round_robin"
@@ -105,6 +105,11 @@ class LoadBalancer(Proxying):
         self._clock = clock
         self._key = key_func(hash_key)
         self._report = reporter(self._source)
+        resolve = getattr(self._source, "resolve", None)
+        #: list mode: our URL -> the checker's (normalised) name for it
+        self._canon: dict[str, str] = {
+            u: (resolve(u) if callable(resolve) else None) or u for u in self._static
+        }
         configs = target_configs(self._source)
         self._weights: dict[str, int] = {}
         for t, cfg in configs.items():
@@ -212,19 +217,30 @@ class LoadBalancer(Proxying):
         healthy = set(self._source.get_healthy_targets())
         if commit:
             self._readmit(targets, healthy)
-        self._limits.tick(getattr(self._source, "last_update", None) or now // self._window)
-        pool = [t for t in targets if t in healthy]
+        self._limits.tick(self._window_marker(now))
+        pool = [t for t in targets if self._canon.get(t, t) in healthy]
         if self.panic_threshold is not None and len(pool) < self.panic_threshold * len(targets):
             pool = targets
             if commit:
                 self._counters["panic"] += 1
         return [t for t in pool if t not in exclude and self._limits.allows(t, self._in_flight)]
 
+    def _window_marker(self, now: float) -> object:
+        """The ``maxrequests`` window: each probe round of an active checker (seed), else
+        ``window`` seconds of the clock."""
+        source = self._source
+        if self._health_mode and getattr(source, "active", True):
+            last = getattr(source, "last_update", None)
+            if last is not None:
+                return last
+        return now // self._window
+
     def _readmit(self, targets: list[str], healthy: set[str]) -> None:
         """A target that is new or healthy again starts over: no samples, one request at a time."""
         known = self._known_healthy
-        for t in healthy:
-            if known is None or t not in known:
+        for t in targets:
+            name = self._canon.get(t, t)
+            if name in healthy and (known is None or name not in known):
                 self._fresh.add(t)
                 if t in self._ewma:
                     self._ewma[t].reset()
@@ -255,7 +271,7 @@ class LoadBalancer(Proxying):
             return found
         if strategy == "fastest_probe":
             probes = self._source.get_response_times()
-            return argmin(candidates, lambda t: probes.get(t, math.inf))
+            return argmin(candidates, lambda t: probes.get(self._canon.get(t, t), math.inf))
         return weighted_random(candidates, self._weights, self._rng)
 
     def _hash_ring(self) -> HashRing:
@@ -270,7 +286,7 @@ class LoadBalancer(Proxying):
         value = ewma.get(now) if ewma is not None else None
         if value is not None:
             return value
-        probe = self._source.get_response_times().get(target)
+        probe = self._source.get_response_times().get(self._canon.get(target, target))
         return probe / 1000.0 if probe is not None else self.default_latency
 
     def _cost(self, target: str, now: float) -> float:
@@ -323,7 +339,7 @@ class LoadBalancer(Proxying):
         if failed:
             logger.debug("%s on %s after %.3f s", outcome, target, elapsed or 0.0)
         if self._report is not None:
-            self._report(target, outcome, elapsed)
+            self._report(self._canon.get(target, target), outcome, elapsed)
 
     def _target_stats(self, target: str) -> dict[str, int]:
         stats = self._per_target.get(target)
@@ -351,7 +367,7 @@ class LoadBalancer(Proxying):
                 **self._per_target.get(t, {"picks": 0}),
                 "in_flight": self._in_flight.get(t, 0),
                 "latency": ewma.get(now) if ewma is not None else None,
-                "healthy": t in healthy,
+                "healthy": self._canon.get(t, t) in healthy,
             }
         return {**self._counters, "in_flight": self.in_flight(), "targets": targets}
 

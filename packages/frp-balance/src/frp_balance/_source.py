@@ -99,6 +99,22 @@ class PassiveHealth:
         )
 
 
+def passive_source(targets: Sequence[str], clock: Callable[[], float]) -> HealthSource:
+    """Passive health for a plain list: frp-health's passive-only ``HealthChecker``.
+
+    :class:`PassiveHealth` stands in when frp-health is missing; an empty list gets an empty
+    ``PassiveHealth`` (a checker needs at least one target).
+    """
+    if targets:
+        try:
+            from frp_health import HealthChecker
+        except ImportError:  # pragma: no cover - frp-health is a dependency
+            pass
+        else:
+            return HealthChecker(list(targets), active=False, clock=clock)
+    return PassiveHealth(targets, clock=clock)
+
+
 def reporter(source: Any) -> Callable[[str, str, float | None], None] | None:
     """The source's passive-health ``report`` method, or ``None`` when it has none."""
     report = getattr(source, "report", None)
