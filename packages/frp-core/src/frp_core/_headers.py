@@ -1,4 +1,3 @@
-# ENGINEERS WORKING IN PARALLEL: read /tmp/common.md NOW (files you may edit, venv, commit rules, deadline 07:35 UTC). Remove nothing of this line; the lead removes it.
 """Header policy shared by the HTTP proxy and the WebSocket tunnel (RFC 9110 §7.6).
 
 Headers are ASGI-style lists of ``(name, value)`` byte pairs with lower-case names; order and
@@ -8,8 +7,9 @@ repetition are preserved everywhere.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -147,3 +147,123 @@ def forwarding_headers(
 def via_value(http_version: str, pseudonym: str = "frp") -> bytes:
     """The ``Via`` element this proxy adds (RFC 9110 §7.6.3), e.g. ``b"1.1 frp"``."""
     return f"{http_version} {pseudonym}".encode("ascii")
+
+
+#: What callers may pass as headers: a mapping or a sequence of pairs, of ``str`` or ``bytes``.
+HeaderInput: TypeAlias = Mapping[str, str] | Mapping[bytes, bytes] | Sequence[tuple[Any, Any]]
+
+#: Never taken from the client (or from caller headers): framing and the headers we compute.
+_REQUEST_DROP: frozenset[bytes] = HOP_BY_HOP | FORWARDING | {b"host", b"content-length", b"expect"}
+#: Framing headers a caller may not set (the engine frames the body itself).
+_FRAMING: frozenset[bytes] = HOP_BY_HOP | {b"content-length"}
+_DATE_SERVER: frozenset[bytes] = frozenset({b"date", b"server"})
+_BAD_VALUE = frozenset(b"\r\n\x00")
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("latin-1")
+
+
+def normalize_headers(headers: HeaderInput) -> Headers:
+    """Caller headers as lower-case byte pairs; ``ValueError`` on CR, LF or NUL."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out: Headers = []
+    for name, value in items:
+        n = _as_bytes(name).strip().lower()
+        v = _as_bytes(value).strip()
+        if not n or _BAD_VALUE.intersection(n + v) or b":" in n or b" " in n:
+            raise ValueError(f"invalid header {name!r}")
+        out.append((n, v))
+    return out
+
+
+def request_headers(
+    incoming: Sequence[tuple[bytes, bytes]],
+    *,
+    host: bytes,
+    forwarding: Headers,
+    via: bytes | None,
+    additional: Headers | None = None,
+) -> Headers:
+    """The header list for the upstream request (``host`` first, order and repeats kept).
+
+    Hop-by-hop and ``Connection``-named headers, ``Host``, ``Content-Length``, ``Expect`` and
+    the client's forwarding headers are dropped; ``forwarding`` and ``Via`` (appended to the
+    client's) are added; ``additional`` replaces same-named headers.
+    """
+    drop = _REQUEST_DROP
+    for name, _ in incoming:
+        if name == b"connection":
+            drop = drop | connection_tokens(incoming)
+            break
+    out: Headers = [(b"host", host)]
+    vias: list[bytes] = []
+    for item in incoming:
+        name = item[0]
+        if name in drop:
+            continue
+        if name == b"via":
+            vias.append(item[1])
+            continue
+        out.append(item)
+    out += forwarding
+    if via is not None:
+        vias.append(via)
+    if vias:
+        out.append((b"via", b", ".join(vias)))
+    if additional:
+        extra = [(n, v) for n, v in additional if n not in _FRAMING]
+        names = {n for n, _ in extra}
+        out = [h for h in out if h[0] not in names]
+        out += extra
+    return out
+
+
+def response_headers(
+    upstream: Sequence[tuple[bytes, bytes]],
+    *,
+    via: bytes | None,
+    keep_date_server: bool = False,
+    drop_length: bool = False,
+) -> Headers:
+    """The header list for the client: hop-by-hop and ``Connection``-named headers removed.
+
+    ``Date``/``Server`` are dropped unless ``keep_date_server`` (uvicorn always adds its own);
+    ``Content-Length`` is dropped when ``drop_length`` (1xx/204/304 responses).
+    """
+    drop = HOP_BY_HOP
+    if not keep_date_server:
+        drop = drop | _DATE_SERVER
+    for name, _ in upstream:
+        if name == b"connection":
+            drop = drop | connection_tokens(upstream)
+        elif name == b"transfer-encoding":
+            drop_length = True  # the length is the chunked framing's, not a Content-Length
+    if drop_length:
+        drop = drop | {b"content-length"}
+    out: Headers = []
+    vias: list[bytes] = []
+    for item in upstream:
+        name = item[0]
+        if name in drop:
+            continue
+        if name == b"via":
+            vias.append(item[1])
+            continue
+        out.append(item)
+    if via is not None:
+        vias.append(via)
+    if vias:
+        out.append((b"via", b", ".join(vias)))
+    return out
+
+
+def encode_body(body: bytes | str | Mapping[str, Any] | Sequence[Any]) -> tuple[bytes, bool]:
+    """``override_body`` as bytes, and whether it is JSON (``dict``/``list``)."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body), False
+    if isinstance(body, str):
+        return body.encode("utf-8"), False
+    return json.dumps(body).encode("utf-8"), True

@@ -1,0 +1,247 @@
+"""Upstream clients: the 0.4.0 lifecycle helpers and which sender serves a request.
+
+``create_httpx_client(app)`` stores an ``httpx.AsyncClient`` (no cookies, no redirects) in
+``app.state.http_proxy_client``, as 0.4.0 did, plus an engine configured from the same
+arguments.  A request goes through the engine when the stored client is one of ours built
+without engine-incompatible options; any other stored client is used as is (the httpx path).
+Without a stored client, a default engine per event loop serves the requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import http.cookiejar
+import importlib
+import ssl
+import weakref
+from collections.abc import AsyncIterable, MutableMapping
+from typing import Any
+
+import httpx
+
+from ._config import Limits, Timeouts
+from ._fallback import HttpxSender
+from ._headers import Headers
+from ._upstream import Base, Sender, UpstreamResponse
+
+__all__ = [
+    "Proxy",
+    "aclose_default_sender",
+    "close_httpx_client",
+    "create_httpx_client",
+    "get_httpx_client",
+    "sender_for_scope",
+]
+
+#: ``create_httpx_client`` arguments the engine honours; any other one selects the httpx path.
+ENGINE_OPTIONS = frozenset(
+    {"timeout", "limits", "verify", "cert", "trust_env", "follow_redirects", "max_redirects"}
+)
+
+_SENDERS: weakref.WeakKeyDictionary[httpx.AsyncClient, Sender] = weakref.WeakKeyDictionary()
+_DEFAULTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Sender] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """A cookie policy that neither stores nor sends any cookie."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+
+def no_cookie_jar() -> http.cookiejar.CookieJar:
+    """A cookie jar that never keeps anything (so users never share cookies)."""
+    return http.cookiejar.CookieJar(policy=_NoCookies())
+
+
+@functools.cache
+def _engine_api() -> tuple[Any, Any] | None:
+    """``(Engine, Origin)`` of the engine modules, or ``None`` while they are absent."""
+    try:
+        pool = importlib.import_module("frp_core._pool")
+        origin = importlib.import_module("frp_core._origin")
+    except ImportError:
+        return None
+    return pool.Engine, origin.Origin
+
+
+class EngineSender:
+    """The engine behind the :class:`~frp_core._upstream.Sender` interface."""
+
+    __slots__ = ("_parse", "engine")
+
+    def __init__(self, engine: Any, origin_type: Any) -> None:
+        self.engine = engine
+        self._parse = origin_type.parse
+
+    async def request(
+        self,
+        base: Base,
+        method: bytes,
+        target: bytes,
+        headers: Headers,
+        body: bytes | AsyncIterable[bytes],
+        content_length: int | None,
+        timeouts: Timeouts,
+    ) -> UpstreamResponse:
+        response: UpstreamResponse = await self.engine.request(
+            self._parse(base.url), method, target, headers, body, content_length, timeouts
+        )
+        return response
+
+    async def aclose(self) -> None:
+        await self.engine.aclose()
+
+
+def _ssl_context(verify: Any, cert: Any) -> ssl.SSLContext | None:
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is True and cert is None:
+        return None  # the engine's default context
+    ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if verify is False:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if cert is not None:
+        ctx.load_cert_chain(*((cert,) if isinstance(cert, str) else cert))
+    return ctx
+
+
+def _limits(limits: Any) -> Limits:
+    if isinstance(limits, Limits):
+        return limits
+    if isinstance(limits, httpx.Limits):
+        return Limits(
+            max_connections=limits.max_connections,
+            max_keepalive=limits.max_keepalive_connections or 0,
+            keepalive_expiry=limits.keepalive_expiry or 0.0,
+        )
+    return Limits()
+
+
+def make_engine(*, limits: Any = None, verify: Any = True, cert: Any = None) -> Sender | None:
+    """A new engine sender, or ``None`` while the engine is not available."""
+    api = _engine_api()
+    if api is None:
+        return None
+    engine_type, origin_type = api
+    engine = engine_type(limits=_limits(limits), ssl_context=_ssl_context(verify, cert))
+    return EngineSender(engine, origin_type)
+
+
+def _plain_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(cookies=no_cookie_jar(), follow_redirects=False, trust_env=False)
+
+
+def default_sender() -> Sender:
+    """The sender of the running loop when no client is stored in the app."""
+    loop = asyncio.get_running_loop()
+    sender = _DEFAULTS.get(loop)
+    if sender is None:
+        sender = make_engine() or HttpxSender(_plain_client())
+        _DEFAULTS[loop] = sender
+    return sender
+
+
+async def aclose_default_sender() -> None:
+    """Close the running loop's default sender (a new one is made on the next request)."""
+    sender = _DEFAULTS.pop(asyncio.get_running_loop(), None)
+    if sender is not None:
+        await sender.aclose()
+
+
+def sender_for_client(client: httpx.AsyncClient) -> Sender:
+    """The engine made with ``client``, or the httpx path over ``client`` itself."""
+    sender = _SENDERS.get(client)
+    return sender if sender is not None else HttpxSender(client)
+
+
+def sender_for_scope(scope: MutableMapping[str, Any]) -> Sender:
+    """The sender for a request: the app's stored client, else the loop's default engine."""
+    app = scope.get("app")
+    if app is not None:
+        try:
+            client = app.state.http_proxy_client
+        except AttributeError:
+            client = None
+        if client is not None:
+            return sender_for_client(client)
+    return default_sender()
+
+
+def _new_client(kwargs: dict[str, Any]) -> tuple[httpx.AsyncClient, Sender | None]:
+    kwargs = dict(kwargs)
+    kwargs["cookies"] = no_cookie_jar()
+    kwargs["follow_redirects"] = False
+    client = httpx.AsyncClient(**kwargs)
+    sender = None
+    if ENGINE_OPTIONS.issuperset(kwargs.keys() - {"cookies"}):
+        sender = make_engine(
+            limits=kwargs.get("limits"), verify=kwargs.get("verify", True), cert=kwargs.get("cert")
+        )
+    if sender is not None:
+        _SENDERS[client] = sender
+    return client, sender
+
+
+async def create_httpx_client(app: Any, **kwargs: Any) -> httpx.AsyncClient:
+    """Create the proxy client and store it in ``app.state.http_proxy_client``.
+
+    ``kwargs`` go to ``httpx.AsyncClient`` (cookies are always disabled, redirects never
+    followed).  With only ``timeout``, ``limits``, ``verify``, ``cert``, ``trust_env`` the
+    engine serves the requests; other options (``http2``, ``proxy``, ``transport``, ``auth``,
+    ``mounts``...) select the httpx path through this client.
+    """
+    client, _ = _new_client(kwargs)
+    app.state.http_proxy_client = client
+    return client
+
+
+async def close_httpx_client(app: Any) -> None:
+    """Close the client stored by :func:`create_httpx_client` (and its engine)."""
+    client = getattr(app.state, "http_proxy_client", None)
+    if client is None:
+        return
+    sender = _SENDERS.pop(client, None)
+    try:
+        if sender is not None:
+            await sender.aclose()
+    finally:
+        await client.aclose()
+
+
+async def get_httpx_client(request: Any) -> httpx.AsyncClient:
+    """The client stored in the request's app."""
+    client: httpx.AsyncClient = request.app.state.http_proxy_client
+    return client
+
+
+class Proxy:
+    """``async with Proxy(app):`` creates the proxy client on entry, closes it on exit."""
+
+    def __init__(self, app: Any, **kwargs: Any) -> None:
+        self._app = app
+        self.client, _ = _new_client(kwargs)
+        app.state.http_proxy_client = self.client
+
+    async def close(self) -> None:
+        """Close the client (and its engine)."""
+        if getattr(self._app.state, "http_proxy_client", None) is self.client:
+            await close_httpx_client(self._app)
+        else:
+            sender = _SENDERS.pop(self.client, None)
+            if sender is not None:
+                await sender.aclose()
+            await self.client.aclose()
+
+    async def __aenter__(self) -> Proxy:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,291 @@
+"""One proxied exchange: validate, pick a target, send upstream, with safe failover.
+
+Shared by :func:`proxy_pass` and :class:`ReverseProxy`.  When :func:`open_exchange` returns, the
+upstream response headers have arrived (or the request failed and an error reply is ready); the
+body relay is :func:`frp_core._relay.relay`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any, cast
+
+from ._config import Timeouts
+from ._errors import UpstreamError
+from ._headers import (
+    NO_TRUSTED_PROXIES,
+    Headers,
+    TrustedProxies,
+    forwarding_headers,
+    request_headers,
+    response_headers,
+    via_value,
+)
+from ._request import BadRequest, build_target, check_framing
+from ._routing import Outcome, Router, Upstreams
+from ._upstream import Sender, UpstreamResponse, parse_base
+
+__all__ = ["ErrorReply", "Exchange", "Options", "open_exchange"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+#: Request bodies up to this size are kept so that a failed attempt can be replayed.
+REPLAY_LIMIT = 64 * 1024
+#: Upper bound on attempts for one request, whatever ``Upstreams.pick`` says.
+MAX_ATTEMPTS = 32
+_5XX = frozenset({502, 503, 504})
+
+
+_DEFAULT_TIMEOUTS = Timeouts()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Options:
+    """Per-call (``proxy_pass``) or per-app (``ReverseProxy``) proxy settings."""
+
+    timeouts: Timeouts = _DEFAULT_TIMEOUTS
+    forward_query: bool = True
+    additional: Headers | None = None
+    override_headers: Headers | None = None
+    body: bytes | None = None
+    json_body: bool = False
+    method: bytes | None = None
+    override_host: bytes | None = None
+    preserve_host: bool = False
+    trusted: TrustedProxies = NO_TRUSTED_PROXIES
+    forwarded: bool = False
+    via: str | None = "frp"
+    keep_date_server: bool = False
+    strip_root: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """A short response made by the proxy itself (no upstream body)."""
+
+    status: int
+    message: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    def asgi_headers(self) -> Headers:
+        body = self.message.encode()
+        return [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+            *self.headers,
+        ]
+
+
+BAD_REQUEST = ErrorReply(400, "Bad Request", ((b"connection", b"close"),))
+NO_UPSTREAM = ErrorReply(503, "Service Unavailable", ((b"retry-after", b"1"),))
+
+
+@functools.lru_cache(maxsize=64)
+def _error_reply(status: int, message: str) -> ErrorReply:
+    return ErrorReply(status, message)
+
+
+def error_reply(exc: UpstreamError) -> ErrorReply:
+    """The reply for a failed attempt: its status and public message, nothing internal."""
+    return _error_reply(exc.status, exc.public_message)
+
+
+@functools.lru_cache(maxsize=16)
+def _via(http_version: str, pseudonym: str) -> bytes:
+    return via_value(http_version, pseudonym)
+
+
+class ClientDisconnect(Exception):
+    """The client went away while its request body was being read."""
+
+
+class BodyReader:
+    """The request body from ``receive()``, optionally kept (up to a limit) for a replay."""
+
+    __slots__ = ("chunks", "complete", "disconnected", "dropped", "keep", "receive", "size")
+
+    def __init__(self, receive: Receive, keep: bool) -> None:
+        self.receive = receive
+        self.keep = keep
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.complete = False
+        self.disconnected = False
+        self.dropped = False  #: bytes were consumed that can no longer be replayed
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """Yield what was kept, then the rest of the body as it arrives."""
+        for chunk in self.chunks:
+            yield chunk
+        while not self.complete:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                raise ClientDisconnect
+            chunk = message.get("body", b"")
+            self.complete = not message.get("more_body", False)
+            if chunk:
+                if self.keep:
+                    self.size += len(chunk)
+                    if self.size <= REPLAY_LIMIT:
+                        self.chunks.append(chunk)
+                    else:
+                        self.keep, self.dropped = False, True
+                        self.chunks.clear()
+                else:
+                    self.dropped = True
+                yield chunk
+
+    def replayable(self) -> bool:
+        return not self.dropped
+
+
+class Exchange:
+    """An upstream response to relay, and the balancer bookkeeping of its attempt."""
+
+    __slots__ = ("body", "headers", "response", "started", "status", "target", "upstreams")
+
+    def __init__(
+        self,
+        response: UpstreamResponse,
+        headers: Headers,
+        body: BodyReader | None,
+        upstreams: Upstreams | None = None,
+        target: str = "",
+        started: float = 0.0,
+    ) -> None:
+        self.response = response
+        self.status = response.status
+        self.headers = headers
+        self.body = body
+        self.upstreams = upstreams
+        self.target = target
+        self.started = started
+
+    def finish(self, outcome: Outcome) -> None:
+        """Report the attempt's outcome to the balancer (once)."""
+        ups, self.upstreams = self.upstreams, None
+        if ups is not None:
+            if outcome is Outcome.SUCCESS and self.status in _5XX:
+                outcome = Outcome.HTTP_5XX
+            ups.done(self.target, outcome, asyncio.get_running_loop().time() - self.started)
+
+
+def _client_host(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:
+        if name == b"host":
+            return value
+    return None
+
+
+def _retry_safe(exc: UpstreamError, method: bytes, body: BodyReader | None) -> bool:
+    if body is not None and not body.replayable():
+        return False
+    return not exc.request_sent or method in IDEMPOTENT
+
+
+async def open_exchange(
+    scope: Scope,
+    receive: Receive,
+    upstream: str | Upstreams | Router,
+    path: str | None,
+    opts: Options,
+    sender: Sender,
+) -> Exchange | ErrorReply | None:
+    """Send the request upstream; ``None`` when the client left before an answer."""
+    incoming: list[tuple[bytes, bytes]] = scope["headers"]
+    try:
+        length, chunked = check_framing(incoming)
+    except BadRequest:
+        return BAD_REQUEST
+    method = opts.method or scope["method"].encode("ascii")
+    failover = not isinstance(upstream, str)
+    body: bytes = b""
+    reader: BodyReader | None = None
+    if opts.body is not None:
+        body, length = opts.body, len(opts.body)
+    elif chunked or length:
+        reader = BodyReader(receive, keep=failover)
+    forwarding = forwarding_headers(scope, incoming, trusted=opts.trusted, forwarded=opts.forwarded)
+    via = _via(scope.get("http_version", "1.1"), opts.via) if opts.via else None
+    source = incoming if opts.override_headers is None else opts.override_headers
+    client_host = _client_host(incoming) if opts.preserve_host else None
+
+    async def attempt(url: str) -> UpstreamResponse:
+        base = parse_base(url)
+        target = build_target(
+            scope, base.prefix, path, opts.forward_query, strip_root=opts.strip_root
+        )
+        host = opts.override_host or client_host or base.host_header
+        headers = request_headers(
+            source, host=host, forwarding=forwarding, via=via, additional=opts.additional
+        )
+        if opts.json_body and not any(n == b"content-type" for n, _ in headers):
+            headers.append((b"content-type", b"application/json"))
+        content = reader.stream() if reader is not None else body
+        return await sender.request(base, method, target, headers, content, length, opts.timeouts)
+
+    if not failover:
+        assert isinstance(upstream, str)
+        try:
+            response = await attempt(upstream)
+        except BadRequest:
+            return BAD_REQUEST
+        except ClientDisconnect:
+            return None
+        except UpstreamError as exc:
+            return None if reader is not None and reader.disconnected else error_reply(exc)
+        return Exchange(response, _response_headers(response, opts), reader)
+
+    ups: Upstreams = (
+        upstream.route(scope) if isinstance(upstream, Router) else cast(Upstreams, upstream)
+    )
+    loop = asyncio.get_running_loop()
+    tried: list[str] = []
+    last: UpstreamError | None = None
+    while len(tried) < MAX_ATTEMPTS:
+        url = ups.pick(tried)
+        if url is None:
+            break
+        tried.append(url)
+        started = loop.time()
+        try:
+            response = await attempt(url)
+        except BadRequest:
+            ups.done(url, Outcome.CLIENT_ABORT, loop.time() - started)
+            return BAD_REQUEST
+        except ClientDisconnect:
+            ups.done(url, Outcome.CLIENT_ABORT, loop.time() - started)
+            return None
+        except UpstreamError as exc:
+            gone = reader is not None and reader.disconnected
+            ups.done(url, Outcome.CLIENT_ABORT if gone else exc.outcome, loop.time() - started)
+            if gone:
+                return None
+            last = exc
+            if not _retry_safe(exc, method, reader):
+                break
+            continue
+        except ValueError:  # a malformed target URL from the balancer
+            ups.done(url, Outcome.CONNECT_ERROR, loop.time() - started)
+            continue
+        except BaseException:
+            ups.done(url, Outcome.CLIENT_ABORT, loop.time() - started)
+            raise
+        return Exchange(response, _response_headers(response, opts), reader, ups, url, started)
+    return NO_UPSTREAM if last is None else error_reply(last)
+
+
+def _response_headers(response: UpstreamResponse, opts: Options) -> Headers:
+    status = response.status
+    return response_headers(
+        response.headers,
+        via=_via(response.http_version, opts.via) if opts.via else None,
+        keep_date_server=opts.keep_date_server,
+        drop_length=status < 200 or status in (204, 304),
+    )

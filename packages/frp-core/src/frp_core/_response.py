@@ -1,0 +1,158 @@
+"""Relaying an upstream response with raw ASGI ``send()``, and the response object of
+:func:`proxy_pass`.
+
+A failure after the response started raises, so the server drops the connection: a truncated
+body never ends with ``more_body: False``.  While the body streams, a client disconnect
+(``http.disconnect`` from ``receive``) closes the upstream connection at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.background import BackgroundTask
+from starlette.responses import Response
+
+from ._errors import UpstreamError
+from ._exchange import ErrorReply, Exchange, Receive
+from ._headers import Headers
+from ._routing import Outcome
+
+__all__ = ["ProxyResponse", "error_response", "relay", "send_error"]
+
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+#: Keeps background tasks (abandoned-response cleanup) referenced until they finish.
+_TASKS: set[asyncio.Task[None]] = set()
+
+
+class _Watcher:
+    """Waits for ``http.disconnect`` and then cancels the relaying task."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, receive: Receive) -> None:
+        self.fired = False
+        target = asyncio.current_task()
+        self.task = asyncio.ensure_future(self._watch(receive, target))
+
+    async def _watch(self, receive: Receive, target: asyncio.Task[Any] | None) -> None:
+        for _ in range(1 << 30):  # bounded; a client sends at most its body, then disconnect
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.fired = True
+                if target is not None:
+                    target.cancel()
+                return
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+async def relay(ex: Exchange, receive: Receive, send: Send, status: int, headers: Headers) -> None:
+    """Send the response start and stream the upstream body to the client."""
+    up = ex.response
+    outcome = Outcome.CLIENT_ABORT
+    watcher: _Watcher | None = None
+    can_watch = ex.body is None or ex.body.complete
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        if not up.has_body:
+            await send({"type": "http.response.body", "body": b""})
+            outcome = Outcome.SUCCESS
+            return
+        if can_watch and up.content_length is None:
+            watcher = _Watcher(receive)
+        remaining = up.content_length
+        chunk = await up.receive()
+        while chunk:
+            if remaining is not None:
+                remaining -= len(chunk)
+                if remaining <= 0:
+                    if await up.receive():
+                        raise UpstreamError("body longer than its Content-Length")
+                    await send({"type": "http.response.body", "body": chunk})
+                    outcome = Outcome.SUCCESS
+                    return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if watcher is None and (ex.body is None or ex.body.complete):
+                watcher = _Watcher(receive)
+            chunk = await up.receive()
+        await send({"type": "http.response.body", "body": b""})
+        outcome = Outcome.SUCCESS
+    except asyncio.CancelledError:
+        if watcher is None or not watcher.fired:
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+    except UpstreamError as exc:
+        outcome = exc.outcome
+        raise
+    except OSError:  # the server reported the client gone while sending
+        pass
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        try:
+            await up.aclose()
+        finally:
+            ex.finish(outcome)
+
+
+async def send_error(reply: ErrorReply, send: Send) -> None:
+    """Send a proxy-made error reply."""
+    await send(
+        {"type": "http.response.start", "status": reply.status, "headers": reply.asgi_headers()}
+    )
+    await send({"type": "http.response.body", "body": reply.message.encode()})
+
+
+def error_response(reply: ErrorReply) -> Response:
+    """A proxy-made error reply as a Starlette response (what ``proxy_pass`` returns)."""
+    response = Response(reply.message, status_code=reply.status, media_type="text/plain")
+    response.raw_headers.extend(reply.headers)
+    return response
+
+
+class ProxyResponse(Response):
+    """The streamed upstream response returned by :func:`proxy_pass`.
+
+    ``status_code``, ``headers`` (and ``background``) may be changed before it is sent.  If
+    the response is never sent, a guard timer (the read timeout, at least 1 s) releases the
+    upstream connection.
+    """
+
+    def __init__(self, ex: Exchange, guard_delay: float | None) -> None:  # no super(): no body
+        self.status_code = ex.status
+        self.raw_headers = ex.headers
+        self.background: BackgroundTask | None = None
+        self._ex: Exchange | None = ex
+        loop = asyncio.get_running_loop()
+        self._guard = loop.call_later(max(guard_delay or 60.0, 1.0), self._abandon)
+
+    def _abandon(self) -> None:
+        ex, self._ex = self._ex, None
+        if ex is not None:
+            task = asyncio.ensure_future(_release(ex))
+            _TASKS.add(task)
+            task.add_done_callback(_TASKS.discard)
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        self._guard.cancel()
+        ex, self._ex = self._ex, None
+        if ex is None:  # sent twice, or abandoned by the guard
+            await send_error(ErrorReply(502, "Bad Gateway"), send)
+            return
+        await relay(ex, receive, send, self.status_code, self.raw_headers)
+        if self.background is not None:
+            await self.background()
+
+
+async def _release(ex: Exchange) -> None:
+    with contextlib.suppress(Exception):
+        await ex.response.aclose()
+    ex.finish(Outcome.CLIENT_ABORT)

@@ -1,0 +1,274 @@
+"""Shared fixtures: a recording upstream, raw servers, and proxies over both client paths.
+
+The recording upstream answers, as JSON, exactly what reached it (method, raw path, query,
+headers in order, body digest).  A request header ``x-act`` selects other behaviours (cookies,
+downloads, endless streams, hangs, errors) so that any path can still be recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from frp_testing import ServerThread, run_server
+
+import frp_core
+from frp_core._client import _engine_api
+
+BLOCK = bytes(range(256)) * 4096  # 1 MiB of a known pattern
+
+
+def pattern(size: int) -> Iterator[bytes]:
+    """``size`` bytes of the known pattern, in 1 MiB blocks."""
+    while size > 0:
+        yield BLOCK[: min(size, len(BLOCK))]
+        size -= len(BLOCK)
+
+
+def pattern_sha256(size: int) -> str:
+    h = hashlib.sha256()
+    for block in pattern(size):
+        h.update(block)
+    return h.hexdigest()
+
+
+class Recorder:
+    """The recording upstream (pure ASGI, run under uvicorn)."""
+
+    def __init__(self) -> None:
+        self.disconnected = threading.Event()  #: set when a stream saw its client leave
+        self.hits = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+            return
+        self.hits += 1
+        headers = scope["headers"]
+        act = dict(headers).get(b"x-act", b"").decode()
+        if act == "stream":
+            await self._stream(receive, send)
+            return
+        if act == "hang":
+            for _ in range(300):
+                if (await receive())["type"] == "http.disconnect":
+                    self.disconnected.set()
+                    return
+            return
+        digest, length = hashlib.sha256(), 0
+        for _ in range(1 << 20):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected.set()
+                return
+            digest.update(message.get("body", b""))
+            length += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        if act.startswith("download:"):
+            size = int(act.split(":")[1])
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", b"%d" % size)],
+                }
+            )
+            for block in pattern(size):
+                await send({"type": "http.response.body", "body": block, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        record = {
+            "method": scope["method"],
+            "raw_path": scope["raw_path"].decode("latin-1"),
+            "query_string": scope["query_string"].decode("latin-1"),
+            "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in headers],
+            "body_sha256": digest.hexdigest(),
+            "body_length": length,
+        }
+        body = json.dumps(record).encode()
+        out = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        status = 200
+        if act == "cookies":
+            out += [(b"set-cookie", b"a=1; Path=/"), (b"set-cookie", b"b=2; Path=/")]
+        elif act == "gzip":
+            body = b"\x1f\x8b\x08\x00pretend-gzip"
+            out = [(b"content-encoding", b"gzip"), (b"content-length", b"%d" % len(body))]
+        elif act == "hop":
+            out += [
+                (b"connection", b"x-secret-hop"),
+                (b"x-secret-hop", b"1"),
+                (b"keep-alive", b"timeout=5"),
+                (b"x-kept", b"1"),
+            ]
+        elif act.startswith("status:"):
+            status = int(act.split(":")[1])
+            if status in (204, 304):
+                body = b""
+                out = [(b"etag", b'"x"')]
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _stream(self, receive: Any, send: Any) -> None:
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            for _ in range(1000):
+                if (await receive())["type"] == "http.disconnect":
+                    self.disconnected.set()
+                    gone.set()
+                    return
+
+        task = asyncio.create_task(watch())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            for _ in range(3000):  # at most ~200 MiB, bounded
+                if gone.is_set():
+                    return
+                await send({"type": "http.response.body", "body": BLOCK[:65536], "more_body": True})
+                await asyncio.sleep(0.005)
+        finally:
+            task.cancel()
+
+
+@pytest.fixture(scope="session")
+def recorder_server() -> Iterator[tuple[Recorder, ServerThread]]:
+    recorder = Recorder()
+    with run_server(recorder) as server:
+        yield recorder, server
+
+
+@pytest.fixture
+def recorder(recorder_server: tuple[Recorder, ServerThread]) -> Recorder:
+    recorder_server[0].disconnected.clear()
+    return recorder_server[0]
+
+
+@pytest.fixture
+def upstream(recorder_server: tuple[Recorder, ServerThread]) -> str:
+    return recorder_server[1].url
+
+
+PATHS = ["engine", "httpx"]
+
+
+def client_kwargs(mode: str) -> dict[str, Any]:
+    """``create_httpx_client`` arguments selecting the engine or the httpx path."""
+    if mode == "engine":
+        if _engine_api() is None:
+            pytest.skip("the engine has not landed")
+        return {}
+    return {"transport": httpx.AsyncHTTPTransport()}
+
+
+def gateway(
+    upstream: str, mode: str, **options: Any
+) -> Any:
+    """The Quick Start: a FastAPI app whose routes call ``proxy_pass``, plus a mount."""
+    kwargs = client_kwargs(mode)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await frp_core.create_httpx_client(app, **kwargs)
+        yield
+        await frp_core.close_httpx_client(app)
+
+    app = FastAPI(lifespan=lifespan)
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PURGE"]
+
+    @app.api_route("/p/{path:path}", methods=methods)
+    async def route(request: Request, path: str) -> Any:
+        return await frp_core.proxy_pass(request, upstream, path=f"/{path}", **options)
+
+    @app.api_route("/raw/{path:path}", methods=methods)
+    async def raw(request: Request) -> Any:
+        return await frp_core.proxy_pass(request, upstream, **options)
+
+    app.mount("/mnt", frp_core.ReverseProxy(upstream, **options))
+    return app
+
+
+@pytest.fixture(scope="session", params=PATHS)
+def proxy_server(
+    request: pytest.FixtureRequest, recorder_server: tuple[Recorder, ServerThread]
+) -> Iterator[ServerThread]:
+    with run_server(gateway(recorder_server[1].url, request.param)) as server:
+        yield server
+
+
+@pytest.fixture
+async def client(proxy_server: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=proxy_server.url, timeout=30.0) as c:
+        yield c
+
+
+async def raw_exchange(port: int, data: bytes, *, timeout: float = 10.0) -> bytes:
+    """Send raw bytes, read until the server closes (or ``timeout``); return what came."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        chunks = []
+        with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+            async with asyncio.timeout(timeout):
+                for _ in range(10_000):
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+class RawServer:
+    """An asyncio TCP server running ``handler(reader, writer)`` in the test's loop."""
+
+    def __init__(
+        self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+    ) -> None:
+        self.handler = handler
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await self.handler(reader, writer)
+
+    async def __aenter__(self) -> RawServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    """Read a request head (up to the blank line)."""
+    return await reader.readuntil(b"\r\n\r\n")
