@@ -8,12 +8,14 @@ are found from the signatures, so these suites follow frp-core's choice of spell
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
+from fastapi import FastAPI, Request
 
 __all__ = ["RecordingRouter", "core", "proxy_app", "route_app", "supports_router"]
 
@@ -21,7 +23,7 @@ __all__ = ["RecordingRouter", "core", "proxy_app", "route_app", "supports_router
 def core() -> Any:
     """The ``frp_core`` module, or skip the test if it (or ``ReverseProxy``) has not landed."""
     frp_core = pytest.importorskip("frp_core")
-    for name in ("ReverseProxy", "proxy_pass", "Timeouts", "Limits"):
+    for name in ("ReverseProxy", "proxy_pass", "Timeouts", "create_httpx_client"):
         if not hasattr(frp_core, name):
             pytest.skip(f"frp_core.{name} has not landed yet")
     return frp_core
@@ -48,7 +50,7 @@ def _options(func: Any, timeouts: Any, limits: Any) -> dict[str, Any]:
     if limits is not None:
         key = _keyword(func, "limits")
         if key is None:
-            pytest.skip(f"{func.__qualname__} takes no limits option")
+            pytest.skip(f"{func.__qualname__} takes no limits option (use route_app)")
         kwargs[key] = limits
     return kwargs
 
@@ -61,14 +63,26 @@ def proxy_app(upstream: Any, *, timeouts: Any = None, limits: Any = None, **extr
 
 
 def route_app(upstream: Any, *, timeouts: Any = None, limits: Any = None) -> Any:
-    """A FastAPI app whose catch-all route returns ``await proxy_pass(request, upstream)``."""
-    frp_core = core()
-    from fastapi import FastAPI, Request
+    """A FastAPI app whose catch-all route returns ``await proxy_pass(request, upstream)``.
 
-    if limits is not None:
-        pytest.skip("pool limits are configured on ReverseProxy only in these suites")
+    With ``limits`` (an ``httpx.Limits``), the app's lifespan calls
+    ``create_httpx_client(app, limits=...)`` as in the 0.4.0 Quick Start.
+    """
+    frp_core = core()
     options = _options(frp_core.proxy_pass, timeouts, None)
-    app = FastAPI()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        if limits is None:
+            yield
+            return
+        await frp_core.create_httpx_client(app, limits=limits)
+        try:
+            yield
+        finally:
+            await frp_core.close_httpx_client(app)
+
+    app = FastAPI(lifespan=lifespan)
 
     @app.api_route(
         "/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
