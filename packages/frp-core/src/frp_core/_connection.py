@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterable, AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
@@ -230,7 +230,7 @@ class Connection(asyncio.Protocol):
     # ----------------------------------------------------------------- asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
