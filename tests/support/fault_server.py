@@ -189,6 +189,16 @@ class FaultServer:
             raise TimeoutError(f"connection #{index} sent no request")
         return conn
 
+    def wait_until(self, predicate: Any, timeout: float = 10.0) -> bool:
+        """Wait until ``predicate()`` is true; it is re-checked whenever a connection opens,
+        body bytes arrive or ``stream`` mode sends more.  Returns the predicate's last value."""
+        with self._new_connection:
+            return bool(self._new_connection.wait_for(predicate, timeout))
+
+    def _notify(self) -> None:
+        with self._new_connection:
+            self._new_connection.notify_all()
+
     # -- protocol --------------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -210,6 +220,7 @@ class FaultServer:
             pass
         finally:
             conn.finished.set()
+            self._notify()
             with contextlib.suppress(Exception):
                 writer.close()
 
@@ -243,6 +254,7 @@ class FaultServer:
                     conn.raw += data
                     req.body += data
                     remaining -= len(data)
+                    self._notify()
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             conn.peer_closed.set()
             return req
@@ -384,6 +396,7 @@ class FaultServer:
                 writer.write(pattern(n, conn.sent))
                 await writer.drain()
                 conn.sent += n
+                self._notify()
         except ConnectionError:
             conn.peer_closed.set()
             return False
