@@ -153,7 +153,7 @@ def build_target(
             raw = raw if tail is None else tail
         tpath = raw
     else:
-        tail = raw_tail(raw, path) if path.startswith("/") and "?" not in path else None
+        tail = raw_tail(raw, path) if path.startswith("/") else None
         tpath = tail if tail is not None else encode_path(path)
     if not tpath.startswith(b"/"):
         tpath = b"/" + tpath

@@ -1,0 +1,102 @@
+"""Unit checks of request framing validation and request-target building (no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from frp_core._request import BadRequest, build_target, check_framing, encode_path
+from frp_core._upstream import parse_base
+
+
+def _scope(raw: bytes, query: bytes = b"", root: str = "") -> dict[str, object]:
+    return {"raw_path": raw, "path": raw.decode(), "query_string": query, "root_path": root}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"content-length", b"5"), (b"transfer-encoding", b"chunked")],
+        [(b"transfer-encoding", b"chunked"), (b"content-length", b"5")],
+        [(b"transfer-encoding", b",chunked")],
+        [(b"transfer-encoding", b"chunked, identity")],
+        [(b"transfer-encoding", b"gzip")],
+        [(b"transfer-encoding", b"chunked"), (b"transfer-encoding", b"chunked")],
+        [(b"content-length", b"5"), (b"content-length", b"5")],
+        [(b"content-length", b"+5")],
+        [(b"content-length", b"5, 5")],
+        [(b"content-length", b"")],
+    ],
+)
+def test_ambiguous_framing_is_refused(headers: list[tuple[bytes, bytes]]) -> None:
+    with pytest.raises(BadRequest):
+        check_framing(headers)
+
+
+def test_clear_framing_is_accepted() -> None:
+    assert check_framing([(b"content-length", b"12")]) == (12, False)
+    assert check_framing([(b"transfer-encoding", b"Chunked")]) == (None, True)
+    assert check_framing([]) == (None, False)
+
+
+def test_caller_path_equal_to_decoded_tail_keeps_raw_bytes() -> None:
+    scope = _scope(b"/api/a%2Fb%20c")
+    assert build_target(scope, b"", "/a/b c", True) == b"/a%2Fb%20c"
+    assert build_target(scope, b"/base", "/other path", True) == b"/base/other%20path"
+
+
+def test_caller_path_encoding() -> None:
+    assert encode_path("x y/é") == b"/x%20y/%C3%A9"
+    assert encode_path("/a%2Fb/%zz") == b"/a%2Fb/%25zz"
+    assert encode_path("/a#b") == b"/a%23b"
+    assert encode_path("/s?x=1 2") == b"/s?x=1%202"
+
+
+def test_query_appended_to_caller_query_with_ampersand() -> None:
+    scope = _scope(b"/x", b"b=2")
+    assert build_target(scope, b"", "/s?a=1", True) == b"/s?a=1&b=2"
+    assert build_target(scope, b"", "/s", False) == b"/s"
+
+
+def test_root_path_stripped_even_when_encoded() -> None:
+    assert build_target(_scope(b"/%61pi/x", root="/api"), b"", None, True, strip_root=True) == (
+        b"/x"
+    )
+
+
+def test_unsafe_raw_bytes_are_refused() -> None:
+    with pytest.raises(BadRequest):
+        build_target(_scope(b"/a\x00b"), b"", None, True)
+    with pytest.raises(BadRequest):
+        build_target(_scope(b"/a"), b"", None, True) if False else build_target(
+            {"raw_path": b"/a", "query_string": b"x=\r\n"}, b"", None, True
+        )
+
+
+@given(st.text())
+def test_any_caller_path_gives_a_safe_origin_form_target(path: str) -> None:
+    target = build_target(_scope(b"/in"), b"/base", path, False)
+    assert target.startswith(b"/base/")
+    assert all(0x21 <= c <= 0x7E for c in target)
+    assert b"#" not in target
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://h", "http://", "http://u:p@h", "http://h/?q", "http://h/#f", "h:80"]
+)
+def test_bad_base_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError):
+        parse_base(url)
+
+
+def test_base_url_parts() -> None:
+    base = parse_base("https://Example.com:8443/api/")
+    assert (base.scheme, base.host, base.port, base.prefix) == (
+        "https",
+        "example.com",
+        8443,
+        b"/api",
+    )
+    assert base.host_header == b"example.com:8443"
+    assert parse_base("http://[::1]/").host_header == b"[::1]"
