@@ -192,11 +192,61 @@ def gateway(upstream: str, mode: str, **options: Any) -> Any:
 def proxy_server(
     request: pytest.FixtureRequest, recorder_server: tuple[Recorder, ServerThread]
 ) -> Iterator[ServerThread]:
-    with run_server(gateway(recorder_server[1].url, request.param)) as server:
+    with run_server(gateway(recorder_server[1].url, request.param), proxy_headers=False) as server:
         yield server
 
 
 @pytest.fixture
 async def client(proxy_server: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=proxy_server.url, timeout=30.0) as c:
+        yield c
+
+
+#: Routes of the options gateway: ``/o/<name>/<path>`` calls ``proxy_pass`` with these options.
+OPTION_ROUTES: dict[str, dict[str, Any]] = {
+    "json": {"override_body": {"a": 1}},
+    "str": {"override_body": "héllo", "method": "PUT"},
+    "bytes": {"override_body": b"\x00\x01\x02"},
+    "override-headers": {"override_headers": {"X-Only": "1", "Connection": "x-gone", "X-Gone": "1"}},
+    "additional": {"additional_headers": {"X-Extra": "1", "X-Dup": "replaced"}},
+    "override-host": {"override_host": "example.test"},
+    "preserve-host": {"preserve_host": True},
+    "trusted": {"trusted_proxies": ["127.0.0.1"], "forwarded": True},
+    "no-query": {"forward_query": False},
+    "no-via": {"via": None},
+}
+
+
+def options_gateway(upstream: str, mode: str) -> Any:
+    kwargs = client_kwargs(mode)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await frp_core.create_httpx_client(app, **kwargs)
+        yield
+        await frp_core.close_httpx_client(app)
+
+    def make(options: dict[str, Any]) -> Any:
+        async def route(request: Request, path: str) -> Any:
+            return await frp_core.proxy_pass(request, upstream, path=f"/{path}", **options)
+
+        return route
+
+    app = FastAPI(lifespan=lifespan)
+    for name, options in OPTION_ROUTES.items():
+        app.add_api_route(f"/o/{name}/{{path:path}}", make(options), methods=["GET", "POST", "PUT"])
+    return app
+
+
+@pytest.fixture(scope="session", params=PATHS)
+def options_server(
+    request: pytest.FixtureRequest, recorder_server: tuple[Recorder, ServerThread]
+) -> Iterator[ServerThread]:
+    with run_server(options_gateway(recorder_server[1].url, request.param), proxy_headers=False) as server:
+        yield server
+
+
+@pytest.fixture
+async def oclient(options_server: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=options_server.url, timeout=30.0) as c:
         yield c
