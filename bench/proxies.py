@@ -1,0 +1,101 @@
+"""The proxy applications under test, each served by one uvicorn worker (uvloop, httptools).
+
+Forms:
+- ``quickstart``: the seed README's Quick Start verbatim (``HealthChecker`` over one backend,
+  ``LoadBalancer(checker)``, the httpx client created in the lifespan, a FastAPI route calling
+  ``lb.proxy_pass`` and a WebSocket route calling ``lb.proxy_pass_websocket``).  The same file
+  runs on our meta-package and on ``fastapi-reverse-proxy==0.4.0`` in its own virtualenv.
+- ``mounted``: ``app.mount("/", ReverseProxy(upstream))`` in a FastAPI app (``frp_core``).
+- ``asgi``: the bare ``frp_core.ReverseProxy(upstream)`` ASGI app.
+
+Run as ``python proxies.py --form F --upstream URL --fd N``.  An import error exits with
+status 3 and one line ``unavailable: <reason>`` on stderr.  No ``from __future__ import
+annotations`` here: FastAPI must see the real ``Request``/``WebSocket`` annotations.
+"""
+
+import argparse
+import sys
+from contextlib import asynccontextmanager
+from typing import Any
+
+from upstream import serve
+
+UNAVAILABLE_EXIT = 3
+
+
+def quickstart(upstream: str) -> Any:
+    """The seed README's Quick Start with ``upstream`` as the only backend."""
+    from collections.abc import AsyncIterator
+
+    from fastapi import FastAPI, Request, WebSocket
+
+    from fastapi_reverse_proxy import (  # type: ignore[attr-defined]
+        HealthChecker,
+        LoadBalancer,
+        close_httpx_client,
+        create_httpx_client,
+    )
+
+    checker = HealthChecker([upstream])
+    lb = LoadBalancer(checker)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await create_httpx_client(app)
+        async with checker:
+            yield
+        await close_httpx_client(app)
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE"])
+    async def gateway(request: Request, path: str) -> Any:
+        return await lb.proxy_pass(request, path=f"/{path}")
+
+    @app.websocket("/ws/{path:path}")
+    async def ws_tunnel(websocket: WebSocket, path: str) -> None:
+        await lb.proxy_pass_websocket(websocket, path=f"/{path}")
+
+    return app
+
+
+def mounted(upstream: str) -> Any:
+    """FastAPI with the pure ASGI proxy mounted at the root."""
+    from fastapi import FastAPI
+
+    from frp_core import ReverseProxy  # type: ignore[attr-defined]
+
+    app = FastAPI()
+    app.mount("/", ReverseProxy(upstream))
+    return app
+
+
+def bare(upstream: str) -> Any:
+    """The pure ASGI proxy as the whole application."""
+    from frp_core import ReverseProxy  # type: ignore[attr-defined]
+
+    return ReverseProxy(upstream)
+
+
+FORMS = {"quickstart": quickstart, "mounted": mounted, "asgi": bare}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--form", choices=sorted(FORMS), required=True)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--fd", type=int)
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--check", action="store_true", help="build the app, do not serve")
+    args = parser.parse_args()
+    try:
+        app = FORMS[args.form](args.upstream)
+    except Exception as exc:  # any failure to build the app makes the system unavailable
+        print(f"unavailable: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(UNAVAILABLE_EXIT)
+    if not args.check:
+        serve(app, args.fd, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Aggregation (medians), the markdown tables, the targets checklist and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+CONCURRENCY = (1, 16, 64, 256)
+OURS = ("quickstart", "mounted")
+REFERENCES = (("direct", "(a) direct"), ("seed", "(c) 0.4.0"), ("nginx", "(d) nginx"))
+# metric -> (column title, digits); lower-is-better metrics are marked with ↓ in ratio tables
+STREAM_COLUMNS = {
+    "download_mbps": ("download MB/s", 0),
+    "download_rss_mib": ("RSS Δ dl MiB", 1),
+    "upload_mbps": ("upload MB/s", 0),
+    "upload_rss_mib": ("RSS Δ ul MiB", 1),
+    "sse_ms": ("SSE 1st event ms", 2),
+    "ws_msgs": ("WS 1 KiB msg/s", 0),
+    "ws_big_ms": ("WS 4 MiB RTT ms", 1),
+}
+RATIO_COLUMNS = {
+    **{f"get_c{c}_rps": f"req/s c={c}" for c in CONCURRENCY},
+    "get_c64_p99_ms": "p99 c=64 ↓",
+    "get_c64_cpu_us": "CPU/req c=64 ↓",
+    "download_mbps": "download",
+    "upload_mbps": "upload",
+    "sse_ms": "SSE ↓",
+    "ws_msgs": "WS msg/s",
+    "ws_big_ms": "WS 4 MiB ↓",
+}
+
+
+def summarize(results: dict[str, dict[str, Any]]) -> None:
+    """Add ``median`` to every system: the median of its runs (the maximum for RSS growth)."""
+    for res in results.values():
+        res["median"] = {
+            key: (max(vals) if key.endswith("_rss_mib") else statistics.median(vals))
+            for key, vals in res["runs"].items()
+            if vals
+        }
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    if digits == 0 or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(value: float | None, ref: float | None) -> str:
+    if value is None or not ref:
+        return "–"
+    r = value / ref
+    return f"{r:.3g}×"
+
+
+def _get(results: dict[str, dict[str, Any]], key: str, metric: str) -> float | None:
+    res = results.get(key)
+    if not res or res.get("status") != "ok":
+        return None
+    value = res.get("median", {}).get(metric)
+    return float(value) if value is not None else None
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def tables(results: dict[str, dict[str, Any]]) -> str:
+    """The markdown report: availability, small GET, streams, ratio tables."""
+    ok = [k for k, r in results.items() if r["status"] == "ok"]
+    lines = ["### Systems", ""]
+    for res in results.values():
+        state = "ok" if res["status"] == "ok" else f"unavailable: {res['reason']}"
+        lines.append(f"- {res['label']}: {state}")
+        for workload, errors in res.get("errors", {}).items():
+            lines.append(f"  - {workload} failed: {errors[-1]}")
+    lines += ["", "### Small GET (~100 B body)", ""]
+    lines.append(
+        _row(
+            [
+                "system",
+                "conns",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "CPU µs/req",
+                "×(a) direct",
+                "×(c) 0.4.0",
+                "×(d) nginx",
+            ]
+        )
+    )
+    lines.append(_row(["---"] + ["---:"] * 8))
+    for key in ok:
+        for c in CONCURRENCY:
+            rps = _get(results, key, f"get_c{c}_rps")
+            refs = [_ratio(rps, _get(results, r, f"get_c{c}_rps")) for r, _ in REFERENCES]
+            lines.append(
+                _row(
+                    [
+                        results[key]["label"],
+                        str(c),
+                        _fmt(rps),
+                        _fmt(_get(results, key, f"get_c{c}_p50_ms"), 2),
+                        _fmt(_get(results, key, f"get_c{c}_p99_ms"), 2),
+                        _fmt(_get(results, key, f"get_c{c}_cpu_us"), 0),
+                        *refs,
+                    ]
+                )
+            )
+    lines += ["", "### Transfers, SSE, WebSocket", ""]
+    lines.append(_row(["system", *(title for title, _ in STREAM_COLUMNS.values())]))
+    lines.append(_row(["---"] + ["---:"] * len(STREAM_COLUMNS)))
+    for key in ok:
+        cells = [_fmt(_get(results, key, m), d) for m, (_, d) in STREAM_COLUMNS.items()]
+        lines.append(_row([results[key]["label"], *cells]))
+    for ref, title in REFERENCES:
+        if _get(results, ref, "get_c1_rps") is None and _get(results, ref, "ws_msgs") is None:
+            continue
+        lines += ["", f"### Ratios to {title} (value ÷ reference; ↓ = lower is better)", ""]
+        lines.append(_row(["system", *RATIO_COLUMNS.values()]))
+        lines.append(_row(["---"] + ["---:"] * len(RATIO_COLUMNS)))
+        for key in ok:
+            cells = [_ratio(_get(results, key, m), _get(results, ref, m)) for m in RATIO_COLUMNS]
+            lines.append(_row([results[key]["label"], *cells]))
+    return "\n".join(lines)
+
+
+Check = tuple[str, bool | None, str]
+
+
+def _target(name: str, value: float | None, ref: float | None, op: str, bound: float) -> Check:
+    if value is None or ref is None or ref == 0:
+        return name, None, "not measured"
+    ratio = value / ref
+    met = ratio >= bound if op == ">=" else ratio <= bound
+    return name, met, f"{ratio:.3g}× (target {op} {bound}×)"
+
+
+def checklist(results: dict[str, dict[str, Any]]) -> list[Check]:
+    """The issue 7 targets, evaluated on this run's medians (never asserted)."""
+    g: Callable[[str, str], float | None] = lambda key, m: _get(results, key, m)  # noqa: E731
+    qs, mo = "quickstart", "mounted"
+    checks = [
+        _target(
+            "Quick Start c=64 req/s ≥ 15× 0.4.0",
+            g(qs, "get_c64_rps"),
+            g("seed", "get_c64_rps"),
+            ">=",
+            15,
+        ),
+        _target(
+            "Quick Start c=64 req/s ≥ 0.25× nginx",
+            g(qs, "get_c64_rps"),
+            g("nginx", "get_c64_rps"),
+            ">=",
+            0.25,
+        ),
+        _target(
+            "mounted c=64 req/s ≥ 0.5× nginx",
+            g(mo, "get_c64_rps"),
+            g("nginx", "get_c64_rps"),
+            ">=",
+            0.5,
+        ),
+    ]
+    for key, name in ((qs, "Quick Start"), (mo, "mounted")):
+        checks += [
+            _target(
+                f"{name} p99 c=64 ≤ 3× nginx",
+                g(key, "get_c64_p99_ms"),
+                g("nginx", "get_c64_p99_ms"),
+                "<=",
+                3,
+            ),
+            _target(
+                f"{name} CPU/req c=256 ≤ 1.3× c=1",
+                g(key, "get_c256_cpu_us"),
+                g(key, "get_c1_cpu_us"),
+                "<=",
+                1.3,
+            ),
+            _target(
+                f"{name} download ≥ 1.0× nginx",
+                g(key, "download_mbps"),
+                g("nginx", "download_mbps"),
+                ">=",
+                1.0,
+            ),
+            _target(
+                f"{name} upload ≥ 0.95× direct",
+                g(key, "upload_mbps"),
+                g("direct", "upload_mbps"),
+                ">=",
+                0.95,
+            ),
+            _target(
+                f"{name} WS msg/s ≥ 1.0× nginx", g(key, "ws_msgs"), g("nginx", "ws_msgs"), ">=", 1.0
+            ),
+            _target(
+                f"{name} SSE first event ≤ 2× nginx",
+                g(key, "sse_ms"),
+                g("nginx", "sse_ms"),
+                "<=",
+                2,
+            ),
+        ]
+        for what in ("download", "upload"):
+            growth = g(key, f"{what}_rss_mib")
+            checks.append(
+                (
+                    f"{name} RSS growth during {what} ≤ 16 MiB",
+                    None if growth is None else growth <= 16,
+                    "not measured" if growth is None else f"{growth:.1f} MiB",
+                )
+            )
+    return checks
+
+
+def checklist_markdown(checks: list[Check]) -> str:
+    marks = {True: "✓", False: "✗", None: "–"}
+    lines = ["### Targets (issue 7; reported, never asserted)", ""]
+    lines += [f"- {marks[met]} {name}: {detail}" for name, met, detail in checks]
+    return "\n".join(lines)
+
+
+def write_json(
+    path: Path, meta: dict[str, Any], results: dict[str, dict[str, Any]], checks: list[Check]
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "meta": meta,
+        "systems": results,
+        "targets": [{"target": n, "met": m, "detail": d} for n, m, d in checks],
+    }
+    path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")

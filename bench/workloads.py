@@ -1,0 +1,257 @@
+"""The workloads: each measures one system once and returns ``{metric: value}``.
+
+Clients are raw blocking sockets (bulk transfers and SSE: nothing between the socket and the
+count) and the ``websockets`` asyncio client (WebSocket).  Every socket has a timeout and
+every loop a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import socket
+import time
+from typing import Any
+
+import load
+import procs
+from systems import System
+
+MiB = 1 << 20
+BLOCK = os.urandom(MiB)  # upload payload: this block repeated
+_HASHES: dict[int, str] = {}
+
+
+def small_get(system: System, connections: int, seconds: float) -> dict[str, float]:
+    """Small GETs at ``connections``: req/s, p50/p99 ms, proxy CPU µs per request."""
+    cpu0 = procs.cpu_seconds(system.pid)
+    res = load.run(system.port, "/small", connections, seconds)
+    cpu = procs.cpu_seconds(system.pid) - cpu0
+    if res["requests"] == 0:
+        raise RuntimeError(f"no request completed ({res['errors']} errors)")
+    out = {"rps": res["rps"], "cpu_us": cpu / res["requests"] * 1e6, "errors": res["errors"]}
+    if res["p50_ms"] is not None:
+        out["p50_ms"], out["p99_ms"] = res["p50_ms"], res["p99_ms"]
+    return out
+
+
+def _connect(port: int, timeout: float) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """(status line + headers lower-cased, bytes already read past them)."""
+    buf = b""
+    for _ in range(1024):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError(f"connection closed before the headers: {buf[:200]!r}")
+        buf += chunk
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            return buf[:end].lower(), buf[end + 4 :]
+    raise RuntimeError("headers too long")
+
+
+def _status(head: bytes) -> str:
+    line = head.split(b"\r\n")[0].decode(errors="replace")
+    return f"status {line}"
+
+
+def _drain_body(sock: socket.socket, head: bytes, rest: bytes, deadline: float) -> int:
+    """Read the response body (Content-Length or chunked) to its end; return its size."""
+    buf = bytearray(MiB)
+    view = memoryview(buf)
+    if b"content-length:" in head:
+        length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+        got = len(rest)
+        while got < length:
+            n = sock.recv_into(view, min(MiB, length - got))
+            if not n or time.monotonic() > deadline:
+                raise RuntimeError(f"body cut at {got} of {length} bytes")
+            got += n
+        return got
+    if b"chunked" not in head:
+        raise RuntimeError("response has neither Content-Length nor chunked framing")
+    pending = bytearray(rest)  # chunked: size lines are parsed, data is only counted
+    body = 0
+    need = 0  # data bytes (plus CRLF) still to skip in the current chunk
+    while time.monotonic() < deadline:
+        if need:
+            if pending:
+                take = min(need, len(pending))
+                del pending[:take]
+                need -= take
+            else:
+                n = sock.recv_into(view, min(MiB, need))
+                if not n:
+                    raise RuntimeError("chunked body cut")
+                need -= n
+            continue
+        line_end = pending.find(b"\r\n")
+        if line_end < 0:
+            more = sock.recv(65536)
+            if not more:
+                raise RuntimeError("chunked body cut in a size line")
+            pending += more
+            continue
+        size = int(bytes(pending[:line_end]).split(b";")[0], 16)
+        del pending[: line_end + 2]
+        if size == 0:
+            return body
+        body += size
+        need = size + 2
+    raise RuntimeError("download deadline passed")
+
+
+def download(system: System, size: int, timeout: float) -> dict[str, float]:
+    """GET /bytes/{size}: MB/s and the proxy's peak RSS growth."""
+    deadline = time.monotonic() + timeout
+    with procs.RssSampler(system.pid) as rss, _connect(system.port, 30) as sock:
+        start = time.perf_counter()
+        sock.sendall(f"GET /bytes/{size} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        head, rest = _read_head(sock)
+        if not head.startswith(b"http/1.1 200"):
+            raise RuntimeError(_status(head))
+        got = _drain_body(sock, head, rest, deadline)
+        elapsed = time.perf_counter() - start
+    if got != size:
+        raise RuntimeError(f"received {got} bytes, expected {size}")
+    return {"mbps": size / elapsed / 1e6, "rss_mib": rss.growth_mib}
+
+
+def _expected_sha(size: int) -> str:
+    if size not in _HASHES:
+        digest = hashlib.sha256()
+        for _ in range(size // MiB):
+            digest.update(BLOCK)
+        digest.update(BLOCK[: size % MiB])
+        _HASHES[size] = digest.hexdigest()
+    return _HASHES[size]
+
+
+def upload(system: System, size: int, timeout: float) -> dict[str, float]:
+    """POST /upload of ``size`` bytes (Content-Length): MB/s, verified by count and sha256."""
+    expected = _expected_sha(size)
+    deadline = time.monotonic() + timeout
+    view = memoryview(BLOCK)
+    with procs.RssSampler(system.pid) as rss, _connect(system.port, 60) as sock:
+        start = time.perf_counter()
+        sock.sendall(
+            f"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream"
+            f"\r\nContent-Length: {size}\r\n\r\n".encode()
+        )
+        left = size
+        while left > 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("upload deadline passed")
+            part = view[: min(left, MiB)]
+            sock.sendall(part)
+            left -= len(part)
+        head, rest = _read_head(sock)
+        length = (
+            int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+            if (b"content-length:" in head)
+            else None
+        )
+        body = rest
+        for _ in range(1024):
+            if length is not None and len(body) >= length:
+                break
+            if b"}" in body and length is None:
+                break
+            more = sock.recv(65536)
+            if not more:
+                break
+            body += more
+        elapsed = time.perf_counter() - start
+    if not head.startswith(b"http/1.1 200"):
+        raise RuntimeError(_status(head))
+    text = body.decode(errors="replace")
+    answer = json.loads(text[text.index("{") : text.rindex("}") + 1])
+    if answer.get("count") != size or answer.get("sha256") != expected:
+        raise RuntimeError(f"upload corrupted: upstream saw {answer}")
+    return {"mbps": size / elapsed / 1e6, "rss_mib": rss.growth_mib}
+
+
+def sse_first_event(system: System, tries: int) -> dict[str, float]:
+    """Median time from connect to the first complete SSE event over ``tries`` streams."""
+    times = []
+    for _ in range(tries):
+        start = time.perf_counter()
+        with _connect(system.port, 10) as sock:
+            sock.sendall(
+                b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream"
+                b"\r\nConnection: close\r\n\r\n"
+            )
+            head, buf = _read_head(sock)
+            if not head.startswith(b"http/1.1 200"):
+                raise RuntimeError(_status(head))
+            for _ in range(1024):
+                at = buf.find(b"data: event 0")
+                if at >= 0 and buf.find(b"\n\n", at) >= 0:
+                    break
+                more = sock.recv(65536)
+                if not more:
+                    raise RuntimeError(f"stream ended before the first event: {buf[:200]!r}")
+                buf += more
+            times.append(time.perf_counter() - start)
+    times.sort()
+    return {"first_event_ms": times[len(times) // 2] * 1e3}
+
+
+# No permessage-deflate (the payloads are random); one subprotocol offered, because 0.4.0
+# refuses clients that offer none (it forwards an empty Sec-WebSocket-Protocol header).
+_WS_OPTIONS: dict[str, Any] = {
+    "compression": None,
+    "max_size": None,
+    "open_timeout": 10,
+    "close_timeout": 5,
+    "subprotocols": ["bench"],
+}
+
+
+async def _pingpong(uri: str, seconds: float) -> dict[str, float]:
+    from websockets.asyncio.client import connect
+
+    async with connect(uri, **_WS_OPTIONS) as ws:
+        payload = os.urandom(1024)
+        count = 0
+        start = time.perf_counter()
+        end = start + seconds
+        while time.perf_counter() < end:
+            await ws.send(payload)
+            echo = await asyncio.wait_for(ws.recv(), 10)
+            if echo != payload:
+                raise RuntimeError("ping-pong echo differs")
+            count += 1
+        return {"msgs_per_s": count / (time.perf_counter() - start)}
+
+
+async def _big(uri: str, size: int) -> dict[str, float]:
+    from websockets.asyncio.client import connect
+
+    async with connect(uri, **_WS_OPTIONS) as ws:
+        blob = os.urandom(size)
+        start = time.perf_counter()
+        await ws.send(blob)
+        echo = await asyncio.wait_for(ws.recv(), 30)
+        if echo != blob:
+            raise RuntimeError(f"the {size}-byte message came back as {len(echo)} bytes")
+        return {"rtt_ms": (time.perf_counter() - start) * 1e3}
+
+
+def ws_pingpong(system: System, seconds: float) -> dict[str, float]:
+    """1 KiB binary messages echoed one at a time: messages/s over ``seconds``."""
+    uri = f"ws://127.0.0.1:{system.port}{system.ws_path}"
+    return asyncio.run(asyncio.wait_for(_pingpong(uri, seconds), seconds + 30))
+
+
+def ws_big(system: System, size: int = 4 * MiB) -> dict[str, float]:
+    """One ``size``-byte binary message round trip (ms)."""
+    uri = f"ws://127.0.0.1:{system.port}{system.ws_path}"
+    return asyncio.run(asyncio.wait_for(_big(uri, size), 60))
