@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,6 +28,7 @@ class Backend:
         self.mode: str | int = "ok"
         self.url = ""
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.hanging = threading.Event()  #: set when a request starts hanging
         self._released = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
@@ -41,8 +43,9 @@ class Backend:
     def methods(self) -> list[str]:
         return [method for method, _, _ in self.requests]
 
-    async def __call__(self, scope: Scope, receive: Callable[..., Any],
-                       send: Callable[..., Any]) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
         assert scope["type"] == "http"
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         self.requests.append((scope["method"], scope["path"], headers))
@@ -54,6 +57,7 @@ class Backend:
         if scope["path"] == "/elsewhere":
             status = 200
         elif mode == "hang":
+            self.hanging.set()
             if not self._released:
                 await self._event.wait()
             status = 200
@@ -68,8 +72,13 @@ class Backend:
             status, extra = 200, [(b"set-cookie", b"session=secret; Path=/")]
         else:
             status = {"ok": 200, "fail": 500}.get(str(mode)) or int(mode)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-length", b"2"), *extra]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-length", b"2"), *extra],
+            }
+        )
         await send({"type": "http.response.body", "body": b"ok"})
 
     async def _endless(self, receive: Callable[..., Any], send: Callable[..., Any]) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from frp_health import HealthChecker, StateChange, TargetState
 from frp_testing import unused_port
+
+from frp_health import HealthChecker, StateChange, TargetState
 
 
 async def test_target_goes_down_after_threshold_and_comes_back(backend) -> None:
@@ -36,7 +37,8 @@ async def test_target_goes_down_after_threshold_and_comes_back(backend) -> None:
         (TargetState.HEALTHY, TargetState.UNHEALTHY),
         (TargetState.UNHEALTHY, TargetState.HEALTHY),
     ]
-    assert changes[-1].admitted and changes[-1].snapshot.is_new
+    assert changes[-1].admitted
+    assert changes[-1].snapshot.is_new
     await checker.destroy()
 
 
@@ -70,7 +72,8 @@ async def test_refused_connection_marks_down(backend) -> None:
     await checker.check_all()
     snap = checker.snapshot()[url]
     assert snap.state is TargetState.UNHEALTHY
-    assert snap.last_error is not None and snap.last_error.startswith("connect_error")
+    assert snap.last_error is not None
+    assert snap.last_error.startswith("connect_error")
     await checker.destroy()
 
 
@@ -144,9 +147,16 @@ async def test_endless_body_is_read_only_a_little(backend) -> None:
 async def test_paths_headers_and_prefixes(backend) -> None:
     app = backend()
     checker = HealthChecker(
-        [{"host": app.url + "/api/", "pingpath": "healthz", "headers": {"X-Probe": "yes"},
-          "method": "GET", "expected_statuses": [200]},
-         {"host": app.url}],
+        [
+            {
+                "host": app.url + "/api/",
+                "pingpath": "healthz",
+                "headers": {"X-Probe": "yes"},
+                "method": "GET",
+                "expected_statuses": [200],
+            },
+            {"host": app.url},
+        ],
         headers={"Authorization": "Bearer t"},
     )
     await checker.check_all()
@@ -173,8 +183,7 @@ async def test_same_host_different_ports_are_distinct(backend) -> None:
 @pytest.mark.parametrize(("draw", "factor"), [(0.0, 0.9), (0.5, 1.0), (1.0, 1.1)])
 async def test_jitter_spreads_the_next_probe(backend, clock, draw: float, factor: float) -> None:
     app = backend()
-    checker = HealthChecker([app.url], interval=10, jitter=0.1, clock=clock,
-                            random=lambda: draw)
+    checker = HealthChecker([app.url], interval=10, jitter=0.1, clock=clock, random=lambda: draw)
     await checker.check_all()
     snap = checker.snapshot()[app.url]
     assert snap.last_probe_at == clock.now
@@ -185,8 +194,9 @@ async def test_jitter_spreads_the_next_probe(backend, clock, draw: float, factor
 async def test_down_targets_use_unhealthy_interval(backend, clock) -> None:
     up, failing = backend(), backend()
     failing.mode = "fail"
-    checker = HealthChecker([up.url, failing.url], interval=10, unhealthy_interval=30,
-                            jitter=0, clock=clock)
+    checker = HealthChecker(
+        [up.url, failing.url], interval=10, unhealthy_interval=30, jitter=0, clock=clock
+    )
     await checker.check_all()
     snaps = checker.snapshot()
     assert snaps[up.url].next_probe_at == clock.now + 10
@@ -200,8 +210,10 @@ async def test_latency_ewma_and_last_sample(backend) -> None:
     await checker.check_all()
     await checker.check_all()
     snap = checker.snapshot()[app.url]
-    assert snap.probe_latency is not None and snap.probe_latency > 0
-    assert snap.probe_latency_ewma is not None and snap.probe_latency_ewma > 0
+    assert snap.probe_latency is not None
+    assert snap.probe_latency > 0
+    assert snap.probe_latency_ewma is not None
+    assert snap.probe_latency_ewma > 0
     assert checker.status[app.url] == pytest.approx(snap.probe_latency_ewma * 1000)
     await checker.destroy()
 

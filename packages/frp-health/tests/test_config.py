@@ -6,17 +6,20 @@ from typing import Any
 
 import httpx
 import pytest
+
 from frp_health import HealthChecker
 
 
 def test_targets_keep_scheme_host_port_and_prefix() -> None:
-    checker = HealthChecker([
-        "HTTP://Example.COM:80/api/",
-        "http://example.com:8080/api",
-        "http://example.com:8080/other",
-        "https://example.com:443",
-        "http://[::1]:9000",
-    ])
+    checker = HealthChecker(
+        [
+            "HTTP://Example.COM:80/api/",
+            "http://example.com:8080/api",
+            "http://example.com:8080/other",
+            "https://example.com:443",
+            "http://[::1]:9000",
+        ]
+    )
     assert checker.targets == [
         "http://example.com/api",
         "http://example.com:8080/api",
@@ -78,8 +81,7 @@ def test_extra_dict_keys_are_kept_for_other_components() -> None:
         ([{"host": "http://a", "maxrequests": "many"}], TypeError, "maxrequests"),
     ],
 )
-def test_bad_targets_fail_at_construction(targets: Any, error: type[Exception],
-                                          match: str) -> None:
+def test_bad_targets_fail_at_construction(targets: Any, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         HealthChecker(targets)
 
@@ -109,8 +111,9 @@ def test_bad_targets_fail_at_construction(targets: Any, error: type[Exception],
         ({"httpx_client": object()}, TypeError, "httpx_client"),
     ],
 )
-def test_bad_options_fail_at_construction(options: dict[str, Any], error: type[Exception],
-                                          match: str) -> None:
+def test_bad_options_fail_at_construction(
+    options: dict[str, Any], error: type[Exception], match: str
+) -> None:
     with pytest.raises(error, match=match):
         HealthChecker(["http://a"], **options)
 

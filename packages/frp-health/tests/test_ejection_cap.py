@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from frp_health import HealthChecker, TargetState
 from frp_health._state import HealthTable, Policy, ejection_limit
 
@@ -21,8 +22,18 @@ def eject_all(checker: HealthChecker) -> list[str]:
 
 @pytest.mark.parametrize(
     ("n", "percent", "limit"),
-    [(1, 10, 1), (2, 10, 1), (3, 10, 1), (10, 10, 1), (19, 10, 1), (20, 10, 2), (100, 10, 10),
-     (3, 0, 1), (3, 100, 3), (10, 30, 3)],
+    [
+        (1, 10, 1),
+        (2, 10, 1),
+        (3, 10, 1),
+        (10, 10, 1),
+        (19, 10, 1),
+        (20, 10, 2),
+        (100, 10, 10),
+        (3, 0, 1),
+        (3, 100, 3),
+        (10, 30, 3),
+    ],
 )
 def test_limit_is_the_percentage_but_at_least_one(n: int, percent: float, limit: int) -> None:
     assert ejection_limit(n, percent) == limit
@@ -34,7 +45,8 @@ def test_one_target_is_never_ejected(clock) -> None:
     for _ in range(20):
         checker.report("http://h0", "connect_error")
     snap = checker.snapshot()["http://h0"]
-    assert snap.state is TargetState.HEALTHY and snap.consecutive_failures == 25
+    assert snap.state is TargetState.HEALTHY
+    assert snap.consecutive_failures == 25
 
 
 @pytest.mark.parametrize("n", [2, 3, 10])
@@ -58,15 +70,19 @@ def test_even_at_100_percent_the_last_routable_target_stays(clock) -> None:
 
 
 def test_actively_unhealthy_targets_count_as_gone(clock) -> None:
-    table = HealthTable(["http://a", "http://b", "http://c"], Policy(max_ejected_percent=100),
-                        active=False, now=0.0)
+    table = HealthTable(
+        ["http://a", "http://b", "http://c"], Policy(max_ejected_percent=100), active=False, now=0.0
+    )
     table.records["http://a"].active_up = False  # down by probes
     for _ in range(5):
         table.reported("http://b", "timeout", None, 1.0)
         table.reported("http://c", "timeout", None, 1.0)
     states = {u: r.state for u, r in table.records.items()}
-    assert states == {"http://a": TargetState.UNHEALTHY, "http://b": TargetState.EJECTED,
-                      "http://c": TargetState.HEALTHY}
+    assert states == {
+        "http://a": TargetState.UNHEALTHY,
+        "http://b": TargetState.EJECTED,
+        "http://c": TargetState.HEALTHY,
+    }
     for _ in range(5):
         table.reported("http://a", "timeout", None, 1.0)
     assert table.records["http://a"].ejected_until is None  # no traffic to take away

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 
 import pytest
+
 from frp_health import HealthChecker, StateChange, TargetState
 
 URLS = ["http://a:1", "http://b:2", "http://c:3"]
@@ -98,7 +99,8 @@ def test_failures_reported_while_ejected_do_not_extend_it(clock) -> None:
     fail(checker, "http://a:1", 5)
     fail(checker, "http://a:1", 20)  # requests that were in flight at the ejection
     snap = checker.snapshot()["http://a:1"]
-    assert snap.ejection_count == 1 and snap.ejection_time_left == 30
+    assert snap.ejection_count == 1
+    assert snap.ejection_time_left == 30
     assert snap.consecutive_failures == 0
 
 
@@ -110,7 +112,8 @@ def test_readmitted_target_is_new_until_a_request_is_reported(clock) -> None:
     fail(checker, "http://a:1", 5)
     clock.advance(30)
     snap = checker.snapshot()["http://a:1"]
-    assert snap.is_new and snap.admitted_at == clock.now
+    assert snap.is_new
+    assert snap.admitted_at == clock.now
     checker.report("http://a:1", "success", 0.01)
     assert not checker.snapshot()["http://a:1"].is_new
 
@@ -137,7 +140,8 @@ def test_traffic_latency_feeds_status_in_passive_mode(clock) -> None:
     checker.report("http://a:1", "success", 0.1)
     checker.report("http://a:1", "success", 0.2)
     ewma = checker.snapshot()["http://a:1"].traffic_latency_ewma
-    assert ewma is not None and 0.1 < ewma < 0.2
+    assert ewma is not None
+    assert 0.1 < ewma < 0.2
     assert checker.get_response_times()["http://a:1"] == pytest.approx(ewma * 1000)
     assert checker.status["http://b:2"] == 0.0  # no data yet: healthy, as in 0.4.0
 

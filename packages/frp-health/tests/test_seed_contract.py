@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from frp_testing import unused_port
 
-import pytest
 from frp_health import HealthChecker
 
 
@@ -43,7 +43,8 @@ async def test_async_with_checks_immediately_in_the_0_4_0_shape(backend) -> None
     checker = HealthChecker([up.url, failing.url, down], ping_path="/health")
     async with checker:
         status = checker.status
-        assert isinstance(status[up.url], float) and status[up.url] > 0
+        assert isinstance(status[up.url], float)
+        assert status[up.url] > 0
         assert status[failing.url] is False
         assert status[down] is False
         assert checker.get_healthy_targets() == [up.url]
@@ -57,10 +58,12 @@ async def test_async_with_checks_immediately_in_the_0_4_0_shape(backend) -> None
 
 async def test_personalized_mode_probes_each_pingpath(backend) -> None:
     one, two = backend(), backend()
-    checker = HealthChecker([
-        {"host": one.url, "pingpath": "/v1/status", "maxrequests": 100},
-        {"host": two.url, "pingpath": "/health"},
-    ])
+    checker = HealthChecker(
+        [
+            {"host": one.url, "pingpath": "/v1/status", "maxrequests": 100},
+            {"host": two.url, "pingpath": "/health"},
+        ]
+    )
     async with checker:
         assert checker.get_healthy_targets() == [one.url, two.url]
     assert [p for _, p, _ in one.requests] == ["/v1/status"]

@@ -290,16 +290,13 @@ class HealthChecker:
         if not self._active or self._task is not None:
             return
         self._wake = asyncio.Event()
-        first_round = asyncio.Event()
+        first_round: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(first_round), name="frp_health.HealthChecker")
-        waiter = asyncio.create_task(first_round.wait())
         try:
-            await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({first_round, self._task}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             self._task.cancel()  # destroy()/stop() still awaits it
             raise
-        finally:
-            waiter.cancel()
 
     async def stop(self) -> None:
         """End the background task, promptly even in the middle of a probe."""
@@ -399,12 +396,13 @@ class HealthChecker:
         ]
         return min(times, default=self._clock() + self._interval)
 
-    async def _run(self, first_round: asyncio.Event) -> None:
+    async def _run(self, first_round: asyncio.Future[None]) -> None:
         try:
             await self.check_all()
         except Exception:  # pragma: no cover - _probe_one catches everything
             logger.exception("health-check round failed")
-        first_round.set()
+        if not first_round.done():
+            first_round.set_result(None)
         while True:
             try:
                 wait = self._next_wakeup() - self._clock()
