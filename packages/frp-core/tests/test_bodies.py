@@ -1,0 +1,127 @@
+"""Bodies stream both ways for every method, with their framing and encoding kept."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from frp_core_kit import pattern, pattern_sha256, raw_exchange
+from frp_testing import ServerThread
+
+
+def _values(record: dict[str, list[list[str]]], name: str) -> list[str]:
+    return [v for n, v in record["headers"] if n == name]
+
+
+@pytest.mark.parametrize("method", ["GET", "OPTIONS", "PURGE", "DELETE", "POST"])
+async def test_every_method_forwards_its_body(client: httpx.AsyncClient, method: str) -> None:
+    body = b"payload-" * 100
+    for url in ["/p/m", "/mnt/m"]:
+        response = await client.request(method, url, content=body)
+        record = response.json()
+        assert record["method"] == method
+        assert record["body_sha256"] == hashlib.sha256(body).hexdigest()
+        assert _values(record, "content-length") == [str(len(body))]
+        assert _values(record, "transfer-encoding") == []
+
+
+async def test_chunked_upload_stays_chunked(client: httpx.AsyncClient) -> None:
+    async def gen() -> AsyncIterator[bytes]:
+        for i in range(20):
+            yield b"%d-" % i * 1000
+
+    expected = b"".join(b"%d-" % i * 1000 for i in range(20))
+    record = (await client.post("/mnt/up", content=gen())).json()
+    assert record["body_sha256"] == hashlib.sha256(expected).hexdigest()
+    assert _values(record, "transfer-encoding") == ["chunked"]
+    assert _values(record, "content-length") == []
+
+
+async def test_get_without_body_sends_no_framing(client: httpx.AsyncClient) -> None:
+    record = (await client.get("/p/x")).json()
+    assert _values(record, "content-length") == []
+    assert _values(record, "transfer-encoding") == []
+    record = (await client.post("/p/x", content=b"")).json()
+    assert _values(record, "content-length") == ["0"]
+
+
+async def test_download_keeps_content_length(client: httpx.AsyncClient) -> None:
+    for url in ["/p/d", "/mnt/d"]:
+        response = await client.get(url, headers={"x-act": "download:300000"})
+        assert response.headers["content-length"] == "300000"
+        assert hashlib.sha256(response.content).hexdigest() == pattern_sha256(300000)
+
+
+async def test_head_gets_upstream_length_and_no_body(proxy_server: ServerThread) -> None:
+    for path in [b"/p/d", b"/mnt/d"]:
+        request = (
+            b"HEAD " + path + b" HTTP/1.1\r\nHost: p\r\nx-act: download:12345\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        response = await raw_exchange(proxy_server.port, request)
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"content-length: 12345" in head.lower()
+        assert body == b""
+
+
+@pytest.mark.parametrize("status", [204, 304])
+async def test_no_body_statuses(client: httpx.AsyncClient, status: int) -> None:
+    for url in ["/p/s", "/mnt/s"]:
+        response = await client.get(url, headers={"x-act": f"status:{status}"})
+        assert response.status_code == status
+        assert response.content == b""
+        assert response.headers["etag"] == '"x"'
+
+
+async def test_content_encoding_passes_untouched(client: httpx.AsyncClient) -> None:
+    for url in ["/p/g", "/mnt/g"]:
+        async with client.stream("GET", url, headers={"x-act": "gzip"}) as response:
+            raw = b"".join([chunk async for chunk in response.aiter_raw()])
+        assert response.headers["content-encoding"] == "gzip"
+        assert raw == b"\x1f\x8b\x08\x00pretend-gzip"
+
+
+async def test_upstream_error_status_is_relayed(client: httpx.AsyncClient) -> None:
+    response = await client.get("/mnt/s", headers={"x-act": "status:503"})
+    assert response.status_code == 503
+    assert response.json()["raw_path"] == "/s"
+
+
+SIZE = 64 * 1024 * 1024
+
+
+async def test_64_mib_upload_and_download_intact(client: httpx.AsyncClient) -> None:
+    async def upload() -> AsyncIterator[bytes]:
+        for block in pattern(SIZE):
+            yield block
+
+    headers = {"content-length": str(SIZE)}
+    for url in ["/p/big", "/mnt/big"]:
+        record = (await client.post(url, content=upload(), headers=headers)).json()
+        assert record["body_length"] == SIZE
+        assert record["body_sha256"] == pattern_sha256(SIZE)
+        digest, size = hashlib.sha256(), 0
+        async with client.stream("GET", url, headers={"x-act": f"download:{SIZE}"}) as response:
+            assert response.headers["content-length"] == str(SIZE)
+            async for chunk in response.aiter_raw():
+                digest.update(chunk)
+                size += len(chunk)
+        assert size == SIZE
+        assert digest.hexdigest() == pattern_sha256(SIZE)
+
+
+async def test_client_disconnect_mid_download_reaches_upstream(
+    proxy_server: ServerThread, recorder: object
+) -> None:
+    for path in ["/p/s", "/mnt/s"]:
+        recorder.disconnected.clear()  # type: ignore[attr-defined]
+        async with httpx.AsyncClient(base_url=proxy_server.url) as c:
+            async with c.stream("GET", path, headers={"x-act": "stream"}) as response:
+                async for _ in response.aiter_raw():
+                    break
+        seen = await asyncio.to_thread(recorder.disconnected.wait, 15)  # type: ignore[attr-defined]
+        assert seen, f"upstream never saw the client leave ({path})"
