@@ -210,9 +210,12 @@ async def test_upload_not_matching_its_length_fails(
         for chunk in chunks:
             yield chunk
 
-    with pytest.raises(LocalProtocolError) as info:
+    async def send() -> None:
         resp = await engine.request(server, b"POST", b"/echo", host(server), body(), declared, T)
         await read_all(resp)
+
+    with pytest.raises(LocalProtocolError) as info:
+        await send()
     assert info.value.request_sent
     assert engine.stats()["open"] == 0  # that connection was discarded
 
