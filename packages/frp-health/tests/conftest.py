@@ -31,13 +31,21 @@ class Backend:
         self.hanging = threading.Event()  #: set when a request starts hanging
         self._released = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._event: asyncio.Event | None = None
+        self._event = asyncio.Event()
+
+    def reset(self) -> None:
+        """Forget the previous test: mode ``ok``, no requests, nothing hanging."""
+        self.mode = "ok"
+        self.requests = []
+        self.hanging.clear()
+        self._released = False
+        self._event = asyncio.Event()  # binds to the server loop on first wait
 
     def release(self) -> None:
         """Let every hanging or endless request finish (from the test thread)."""
         self._released = True
-        if self._loop is not None and self._event is not None:
-            with contextlib.suppress(RuntimeError):
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the server loop is gone
                 self._loop.call_soon_threadsafe(self._event.set)
 
     def methods(self) -> list[str]:
@@ -49,9 +57,8 @@ class Backend:
         assert scope["type"] == "http"
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         self.requests.append((scope["method"], scope["path"], headers))
-        if self._event is None:
-            self._loop = asyncio.get_running_loop()
-            self._event = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        event = self._event
         mode, method = self.mode, scope["method"]
         extra: list[tuple[bytes, bytes]] = []
         if scope["path"] == "/elsewhere":
@@ -59,7 +66,7 @@ class Backend:
         elif mode == "hang":
             self.hanging.set()
             if not self._released:
-                await self._event.wait()
+                await event.wait()
             status = 200
         elif mode == "endless":
             await self._endless(receive, send)
@@ -113,25 +120,51 @@ class FakeClock:
         self.now += seconds
 
 
+class Pool:
+    """Servers shared by the whole session (starting and stopping uvicorn is the slow part)."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.stack = stack
+        self.apps: list[Backend] = []
+
+    def get(self, index: int) -> Backend:
+        while len(self.apps) <= index:
+            app = Backend()
+            app.url = self.stack.enter_context(run_server(app, lifespan="off")).url
+            self.apps.append(app)
+        app = self.apps[index]
+        app.reset()
+        return app
+
+    def release(self, count: int | None = None) -> None:
+        for app in self.apps[:count]:  # hanging requests first, or uvicorn waits for them
+            app.release()
+
+
+@pytest.fixture(scope="session")
+def _pool() -> Iterator[Pool]:
+    with contextlib.ExitStack() as stack:
+        pool = Pool(stack)
+        try:
+            yield pool
+        finally:
+            pool.release()
+
+
 @pytest.fixture
-def backend() -> Iterator[Callable[[], Backend]]:
-    """A factory of running backends; all are released and stopped at teardown."""
-    stack = contextlib.ExitStack()
-    made: list[Backend] = []
+def backend(_pool: Pool) -> Iterator[Callable[[], Backend]]:
+    """A factory of running backends, each fresh (mode ``ok``, no requests seen)."""
+    used = 0
 
     def make() -> Backend:
-        app = Backend()
-        server = stack.enter_context(run_server(app, lifespan="off"))
-        app.url = server.url
-        made.append(app)
-        return app
+        nonlocal used
+        used += 1
+        return _pool.get(used - 1)
 
     try:
         yield make
     finally:
-        for app in made:  # hanging requests first, or uvicorn waits for them
-            app.release()
-        stack.close()
+        _pool.release(used)
 
 
 @pytest.fixture
