@@ -135,3 +135,10 @@ async def test_construction_needs_no_event_loop_or_network() -> None:
     assert checker.httpx_client is client
     assert HealthChecker(["http://a"]).httpx_client is None  # created on first probe only
     await client.aclose()
+
+
+def test_repr_tells_mode_and_health() -> None:
+    assert repr(HealthChecker(["http://a", "http://b"])) == "<HealthChecker 2/2 healthy, active>"
+    checker = HealthChecker(["http://a"], active=False)
+    checker.report("http://a", "success")
+    assert repr(checker) == "<HealthChecker 1/1 healthy, passive-only>"

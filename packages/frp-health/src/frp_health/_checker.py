@@ -26,8 +26,8 @@ from ._target import (
     check_number,
     check_path,
     check_statuses,
-    lookup_key,
     parse_targets,
+    resolve,
 )
 
 logger = logging.getLogger("frp_health")
@@ -123,6 +123,11 @@ class HealthChecker:
         #: Checker-clock time of the end of the last probe round (0.4.0 name).
         self.last_update: float = clock()
 
+    def __repr__(self) -> str:
+        healthy = len(self.get_healthy_targets())
+        mode = "running" if self.running else "active" if self._active else "passive-only"
+        return f"<HealthChecker {healthy}/{len(self._targets)} healthy, {mode}>"
+
     # -- 0.4.0 properties --------------------------------------------------------------------
 
     @property
@@ -200,22 +205,7 @@ class HealthChecker:
     def resolve(self, url: str) -> str | None:
         """The target ``url`` belongs to: an exact or normalised match, else the longest base
         URL that is a path-prefix of ``url``; ``None`` if none."""
-        exact = self._aliases.get(url)
-        if exact is not None:
-            return exact
-        key = lookup_key(url)
-        if key is None:
-            return None
-        origin, path = key
-        best: Target | None = None
-        for t in self._targets.values():
-            if t.origin != origin:
-                continue
-            if (path.rstrip("/") == t.prefix or path.startswith(t.prefix + "/")) and (
-                best is None or len(t.prefix) > len(best.prefix)
-            ):
-                best = t
-        return None if best is None else best.url
+        return resolve(self._targets, self._aliases, url)
 
     def is_healthy(self, target: str) -> bool:
         """Whether traffic may go to ``target`` (any URL under a target; unknown: False)."""

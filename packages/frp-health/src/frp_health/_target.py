@@ -71,7 +71,7 @@ def normalise_url(raw: object) -> tuple[str, str, str]:
     return origin + prefix, origin, prefix
 
 
-def lookup_key(url: str) -> tuple[str, str] | None:
+def _lookup_key(url: str) -> tuple[str, str] | None:
     """``(origin, path)`` of any URL, leniently (query ignored); ``None`` if it is no URL."""
     try:
         parts = urlsplit(url.strip())
@@ -82,6 +82,24 @@ def lookup_key(url: str) -> tuple[str, str] | None:
     if not parts.hostname or scheme not in _DEFAULT_PORTS:
         return None
     return _origin(scheme, parts.hostname.lower(), port), parts.path
+
+
+def resolve(targets: Mapping[str, Target], aliases: Mapping[str, str], url: str) -> str | None:
+    """The target ``url`` belongs to: an alias (given or normalised string), else the target
+    with the longest base URL that is a path-prefix of ``url``; ``None`` if none."""
+    exact = aliases.get(url)
+    if exact is not None:
+        return exact
+    key = _lookup_key(url)
+    if key is None:
+        return None
+    origin, path = key
+    best: Target | None = None
+    for t in targets.values():
+        under = path.rstrip("/") == t.prefix or path.startswith(t.prefix + "/")
+        if t.origin == origin and under and (best is None or len(t.prefix) > len(best.prefix)):
+            best = t
+    return None if best is None else best.url
 
 
 def check_number(
