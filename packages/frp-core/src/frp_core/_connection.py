@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
 from ._errors import (
-    LocalProtocolError,
     ReadTimeout,
     RemoteProtocolError,
     UpstreamError,
@@ -31,27 +30,13 @@ if TYPE_CHECKING:
 
 __all__ = ["UpstreamResponse"]
 
-#: Request-body bytes kept (references, no copies) so that a request on a reused connection the
-#: peer had already closed can be replayed on a fresh one.  Beyond this, no replay.
-KEEP_LIMIT = 256 * 1024
 #: Write buffer limits of each transport (``pause_writing`` above ``WRITE_HIGH``).
 WRITE_HIGH = 256 * 1024
 WRITE_LOW = 64 * 1024
-#: A bytes body up to this size is sent in the same ``write`` as the head.
-_JOIN_LIMIT = 64 * 1024
 
 _HttpParserError: type[Exception] = httptools.HttpParserError
 _HttpParserUpgrade: type[Exception] = httptools.HttpParserUpgrade
 _ResponseParser: Any = httptools.HttpResponseParser
-
-
-class _Retry(Exception):
-    """Internal: a reused connection turned out to be dead; replay ``body`` on a fresh one."""
-
-    def __init__(self, error: UpstreamError, body: bytes | AsyncIterable[bytes]) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.body = body
 
 
 class UpstreamResponse:
@@ -524,194 +509,11 @@ class Connection(asyncio.Protocol):
         else:
             self.discard()
 
-    # ----------------------------------------------------------------- one exchange
-
-    async def exchange(
-        self,
-        head: bytes,
-        body: bytes | AsyncIterable[bytes],
-        content_length: int | None,
-        is_head: bool,
-        read_to: float | None,
-        write_to: float | None,
-        may_retry: bool,
-    ) -> UpstreamResponse:
-        """Send one request and wait for the head of its (final) response."""
-        t = self.transport
-        if t is None or self.closed or t.is_closing():
-            self.discard()
-            err = RemoteProtocolError("upstream closed the connection", request_sent=False)
-            if may_retry:
-                raise _Retry(err, body)
-            raise err
-        self._active = True
-        self._is_head = is_head
-        self._resp = None
-        self._complete = False
-        self._error = None
-        self._headers = []
-        self._cl = None
-        self._te = None
-        self._rx = False
-        self._stale = False
-        self._read_to = read_to
-        self._write_to = write_to
-        if body.__class__ is bytes:
-            assert isinstance(body, bytes)
-            if not body:
-                t.write(head)
-            elif len(body) <= _JOIN_LIMIT:
-                t.write(head + body)
-            else:
-                t.write(head)
-                t.write(body)
-            self._body_done = True
-            fut = self._waiter = self.loop.create_future()
-            if self._write_paused:
-                self._arm(write_to, WriteTimeout)
-            elif read_to is not None:
-                self._timer = self.loop.call_later(read_to, self._timed_out, ReadTimeout)
-        else:
-            self._body_done = False
-            self._body_iter = None
-            self._kept = None
-            t.write(head)
-            fut = self._waiter = self.loop.create_future()
-            self._writer = self.loop.create_task(
-                self._send_body(body, content_length, may_retry)  # type: ignore[arg-type]
-            )
-        try:
-            await fut
-        except asyncio.CancelledError:
-            self._cancel_wait()
-            self.discard()
-            await self.stop_writer()
-            raise
-        resp = self._head()
-        if resp is not None:
-            resp._conn = self
-            return resp
-        return await self._failed(body, may_retry)
-
     def _head(self) -> UpstreamResponse | None:
         return self._resp
 
     def _stopped(self) -> bool:
         return self._error is not None or self.discarded
-
-    async def _failed(
-        self, body: bytes | AsyncIterable[bytes], may_retry: bool
-    ) -> UpstreamResponse:
-        """No response head: decide between a replay on a fresh connection and an error."""
-        err = self._error
-        assert err is not None
-        self.discard()
-        self._active = False
-        if may_retry and self._stale and isinstance(err, UpstreamError):
-            replay: bytes | AsyncIterable[bytes] | None = None
-            w = self._writer
-            if body.__class__ is bytes:
-                replay = body
-            elif w is not None and not w.done() and self._body_iter is None:
-                await self.stop_writer()  # the writer never started: the body is untouched
-                replay = body
-            else:
-                if w is not None and not w.done():
-                    if self._in_next and self._kept is not None:
-                        # let the body's pending chunk arrive (then the writer stops by itself),
-                        # so that the iterator stays usable for the replay
-                        try:
-                            await asyncio.wait((w,))
-                        except asyncio.CancelledError:
-                            await self.stop_writer()
-                            raise
-                    else:
-                        await self.stop_writer()
-                self._writer = None
-                if self._kept is not None and self._body_iter is not None:
-                    replay = _replay(self._kept, self._body_iter)
-            if replay is not None:
-                raise _Retry(err, replay)
-        await self.stop_writer()
-        raise err
-
-    async def _send_body(
-        self, body: AsyncIterable[bytes], content_length: int | None, keep: bool
-    ) -> None:
-        """The writer task of an iterable body (chunked when the length is unknown)."""
-        t = self.transport
-        assert t is not None
-        it = self._body_iter = body.__aiter__()
-        kept: list[bytes] | None = [] if keep else None
-        self._kept = kept
-        kept_size = sent = 0
-        try:
-            while True:
-                self._in_next = True
-                try:
-                    chunk = await it.__anext__()
-                except StopAsyncIteration:
-                    break
-                finally:
-                    self._in_next = False
-                n = len(chunk)
-                if kept is not None:
-                    if self._rx or kept_size + n > KEEP_LIMIT:
-                        kept = self._kept = None
-                    else:
-                        kept.append(chunk)
-                        kept_size += n
-                if self._stopped():
-                    return
-                if not n:
-                    continue
-                sent += n
-                if content_length is None:
-                    if n < _JOIN_LIMIT:
-                        t.write(b"%x\r\n%b\r\n" % (n, chunk))
-                    else:
-                        t.writelines((b"%x\r\n" % n, chunk, b"\r\n"))
-                elif sent > content_length:
-                    raise LocalProtocolError(
-                        "request body longer than its Content-Length", request_sent=True
-                    )
-                else:
-                    t.write(chunk)
-                if self._write_paused:
-                    await self._drain()
-                    if self._stopped():
-                        return
-            if content_length is None:
-                t.write(b"0\r\n\r\n")
-            elif sent != content_length:
-                raise LocalProtocolError(
-                    "request body shorter than its Content-Length", request_sent=True
-                )
-            self._body_done = True
-            if self._resp is None and self._waiter is not None and self._read_to is not None:
-                self._arm(self._read_to, ReadTimeout)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the body iterator failed, or its length was wrong
-            self.fail(exc)
-
-    async def _drain(self) -> None:
-        fut = self._drain_waiter = self.loop.create_future()
-        to = self._write_to
-        timer = None if to is None else self.loop.call_later(to, self._timed_out, WriteTimeout)
-        try:
-            await fut
-        finally:
-            self._drain_waiter = None
-            if timer is not None:
-                timer.cancel()
-
-
-async def _replay(kept: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    for chunk in kept:
-        yield chunk
-    async for chunk in rest:
-        yield chunk
 
 
 def _chunked(te: bytes | None) -> bool:

@@ -16,10 +16,11 @@ import ssl
 from collections.abc import AsyncIterable
 
 from ._config import Limits, Timeouts
-from ._connection import Connection, UpstreamResponse, _Retry
+from ._connection import Connection, UpstreamResponse
 from ._errors import ConnectError, ConnectTimeout, LocalProtocolError, PoolTimeout
 from ._headers import Headers
 from ._origin import Origin
+from ._send import Retry, exchange
 
 __all__ = ["Engine", "UpstreamResponse"]
 
@@ -223,15 +224,22 @@ class Engine:
         if conn.requests:
             self._stats.reused += 1
         try:
-            return await conn.exchange(
-                head, body, content_length, is_head, timeouts.read, timeouts.write,
+            return await exchange(
+                conn, head, body, content_length, is_head, timeouts.read, timeouts.write,
                 conn.requests > 0,
             )  # fmt: skip
-        except _Retry as retry:
+        except Retry as retry:
             # a reused connection was already closed by the upstream: once more, on a new one
             conn = await self._acquire(pool, timeouts, fresh=True)
-            return await conn.exchange(
-                head, retry.body, content_length, is_head, timeouts.read, timeouts.write, False
+            return await exchange(
+                conn,
+                head,
+                retry.body,
+                content_length,
+                is_head,
+                timeouts.read,
+                timeouts.write,
+                False,
             )
 
     async def aclose(self) -> None:
