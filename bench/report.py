@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,89 +133,75 @@ def tables(results: dict[str, dict[str, Any]]) -> str:
 Check = tuple[str, bool | None, str]
 
 
-def _target(name: str, value: float | None, ref: float | None, op: str, bound: float) -> Check:
-    if value is None or ref is None or ref == 0:
-        return name, None, "not measured"
-    ratio = value / ref
-    met = ratio >= bound if op == ">=" else ratio <= bound
-    return name, met, f"{ratio:.3g}× (target {op} {bound}×)"
+def _why(results: dict[str, dict[str, Any]], key: str, metric: str) -> str:
+    """Why ``metric`` of ``key`` has no value: unavailable, failed, or not run."""
+    res = results.get(key)
+    if res is None:
+        return f"{key} not run"
+    if res["status"] != "ok":
+        return f"{key} unavailable"
+    failed = [w for w in res.get("errors", {}) if metric.startswith(w + "_")]
+    if failed:
+        workload = max(failed, key=len)  # "ws_big" rather than "ws" for ws_big_ms
+        return f"{key} {workload} failed: {res['errors'][workload][-1][:120]}"
+    return f"{key} {metric} not measured"
 
 
 def checklist(results: dict[str, dict[str, Any]]) -> list[Check]:
     """The issue 7 targets, evaluated on this run's medians (never asserted)."""
-    g: Callable[[str, str], float | None] = lambda key, m: _get(results, key, m)  # noqa: E731
-    qs, mo = "quickstart", "mounted"
+
+    def target(
+        name: str, key: str, metric: str, ref: str, ref_metric: str, op: str, bound: float
+    ) -> Check:
+        value, base = _get(results, key, metric), _get(results, ref, ref_metric)
+        if value is None:
+            return name, None, _why(results, key, metric)
+        if not base:
+            return name, None, _why(results, ref, ref_metric)
+        ratio = value / base
+        met = ratio >= bound if op == ">=" else ratio <= bound
+        return name, met, f"{ratio:.3g}× (target {op} {bound}×)"
+
+    qs, mo, c64 = "quickstart", "mounted", "get_c64_rps"
     checks = [
-        _target(
-            "Quick Start c=64 req/s ≥ 15× 0.4.0",
-            g(qs, "get_c64_rps"),
-            g("seed", "get_c64_rps"),
-            ">=",
-            15,
-        ),
-        _target(
-            "Quick Start c=64 req/s ≥ 0.25× nginx",
-            g(qs, "get_c64_rps"),
-            g("nginx", "get_c64_rps"),
-            ">=",
-            0.25,
-        ),
-        _target(
-            "mounted c=64 req/s ≥ 0.5× nginx",
-            g(mo, "get_c64_rps"),
-            g("nginx", "get_c64_rps"),
-            ">=",
-            0.5,
-        ),
+        target("Quick Start c=64 req/s ≥ 15× 0.4.0", qs, c64, "seed", c64, ">=", 15),
+        target("Quick Start c=64 req/s ≥ 0.25× nginx", qs, c64, "nginx", c64, ">=", 0.25),
+        target("mounted c=64 req/s ≥ 0.5× nginx", mo, c64, "nginx", c64, ">=", 0.5),
     ]
     for key, name in ((qs, "Quick Start"), (mo, "mounted")):
+        p99, cpu1, cpu256 = "get_c64_p99_ms", "get_c1_cpu_us", "get_c256_cpu_us"
         checks += [
-            _target(
-                f"{name} p99 c=64 ≤ 3× nginx",
-                g(key, "get_c64_p99_ms"),
-                g("nginx", "get_c64_p99_ms"),
-                "<=",
-                3,
-            ),
-            _target(
-                f"{name} CPU/req c=256 ≤ 1.3× c=1",
-                g(key, "get_c256_cpu_us"),
-                g(key, "get_c1_cpu_us"),
-                "<=",
-                1.3,
-            ),
-            _target(
+            target(f"{name} p99 c=64 ≤ 3× nginx", key, p99, "nginx", p99, "<=", 3),
+            target(f"{name} CPU/req c=256 ≤ 1.3× c=1", key, cpu256, key, cpu1, "<=", 1.3),
+            target(
                 f"{name} download ≥ 1.0× nginx",
-                g(key, "download_mbps"),
-                g("nginx", "download_mbps"),
+                key,
+                "download_mbps",
+                "nginx",
+                "download_mbps",
                 ">=",
                 1.0,
             ),
-            _target(
+            target(
                 f"{name} upload ≥ 0.95× direct",
-                g(key, "upload_mbps"),
-                g("direct", "upload_mbps"),
+                key,
+                "upload_mbps",
+                "direct",
+                "upload_mbps",
                 ">=",
                 0.95,
             ),
-            _target(
-                f"{name} WS msg/s ≥ 1.0× nginx", g(key, "ws_msgs"), g("nginx", "ws_msgs"), ">=", 1.0
-            ),
-            _target(
-                f"{name} SSE first event ≤ 2× nginx",
-                g(key, "sse_ms"),
-                g("nginx", "sse_ms"),
-                "<=",
-                2,
-            ),
+            target(f"{name} WS msg/s ≥ 1.0× nginx", key, "ws_msgs", "nginx", "ws_msgs", ">=", 1.0),
+            target(f"{name} SSE first event ≤ 2× nginx", key, "sse_ms", "nginx", "sse_ms", "<=", 2),
         ]
         for what in ("download", "upload"):
-            growth = g(key, f"{what}_rss_mib")
+            metric = f"{what}_rss_mib"
+            growth = _get(results, key, metric)
             checks.append(
                 (
                     f"{name} RSS growth during {what} ≤ 16 MiB",
                     None if growth is None else growth <= 16,
-                    "not measured" if growth is None else f"{growth:.1f} MiB",
+                    _why(results, key, metric) if growth is None else f"{growth:.1f} MiB",
                 )
             )
     return checks
