@@ -1,0 +1,438 @@
+"""Soak: mixed traffic through the load balancer, with a backend killed and restarted midway.
+
+    python tests/soak/run.py            # 100,000 requests
+    python tests/soak/run.py --short    # ~2,000 requests (CI)
+
+Two backends (``backend.py``, separate processes) sit behind a 0.4.0-style FastAPI gateway
+(``LoadBalancer(HealthChecker([...]))`` with ``lb.proxy_pass`` and ``lb.proxy_pass_websocket``)
+running under uvicorn in this process.  Clients (httpx, websockets) send small GETs, streamed
+uploads and downloads, SSE streams and WebSocket sessions, some aborted on purpose.  A third of
+the way in, backend 2 is killed (SIGKILL); two thirds in, it is restarted on the same port.
+
+Checks: no failure outside the window where backend 2 is down; every completed upload arrived
+intact (sha256 at the backend), every completed download and SSE stream is intact; afterwards
+the process's open file descriptors, the proxy loop's asyncio tasks and RSS are back within a
+small margin of their baseline (taken after a warm-up).  Exits non-zero on failure; the last
+line is ``soak: 1 passed, 0 failed`` or ``soak: 0 passed, 1 failed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import gc
+import hashlib
+import json
+import os
+import pathlib
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "support"))
+sys.path.insert(0, str(HERE))
+
+import httpx  # noqa: E402
+from backend import PATTERN  # noqa: E402
+from fastapi import FastAPI, Request, WebSocket  # noqa: E402
+from frp_testing import run_server  # noqa: E402
+
+import frp_core  # noqa: E402
+from frp_balance import LoadBalancer  # noqa: E402
+from frp_health import HealthChecker  # noqa: E402
+
+KINDS = {  # kind: weight
+    "small": 50,
+    "upload": 12,
+    "download": 12,
+    "sse": 8,
+    "websocket": 8,
+    "abort_download": 5,
+    "abort_upload": 5,
+}
+
+
+class Abort(Exception):
+    """Raised inside an upload body generator to abort the request on purpose."""
+
+
+@dataclasses.dataclass
+class Result:
+    kind: str
+    ok: bool
+    start: float
+    end: float
+    detail: str = ""
+    corrupt: bool = False
+
+
+# -- backends ---------------------------------------------------------------------------------
+
+
+class Backend:
+    """A backend process on a fixed loopback port; killed and restarted by PID."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(1024)
+        self.port = sock.getsockname()[1]
+        fd = sock.fileno()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "backend.py"), "--fd", str(fd), "--name", self.name],
+            pass_fds=[fd],
+        )
+        sock.close()  # the child owns the listener: once it dies, connections are refused
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(30)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(15)
+            self.proc = None
+
+
+# -- the gateway under test -------------------------------------------------------------------
+
+
+def make_gateway(backends: list[Backend]) -> Any:
+    checker = HealthChecker(
+        [b.url for b in backends],
+        interval=0.5,
+        timeout=2,
+        ping_path="/health",
+        method="GET",
+        unhealthy_threshold=1,
+        healthy_threshold=1,
+    )
+    lb = LoadBalancer(checker)
+    timeout = frp_core.Timeouts(connect=5.0, read=30.0, write=30.0, pool=30.0)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with checker:
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.api_route("/{path:path}", methods=["GET", "POST"])
+    async def gateway(request: Request, path: str) -> Any:
+        return await lb.proxy_pass(request, path=f"/{path}", timeout=timeout)
+
+    @app.websocket("/ws")
+    async def tunnel(websocket: WebSocket) -> None:
+        await lb.proxy_pass_websocket(websocket, path="/ws")
+
+    return app
+
+
+# -- traffic ----------------------------------------------------------------------------------
+
+
+async def one(kind: str, rng: random.Random, client: httpx.AsyncClient, base: str) -> Result:
+    start = time.monotonic()
+    try:
+        detail, corrupt = await asyncio.wait_for(_KIND_FUNCS[kind](rng, client, base), 60)
+    except Exception as exc:
+        return Result(kind, False, start, time.monotonic(), f"{type(exc).__name__}: {exc}"[:200])
+    return Result(kind, not detail, start, time.monotonic(), detail, corrupt)
+
+
+async def do_small(rng: random.Random, client: httpx.AsyncClient, base: str) -> tuple[str, bool]:
+    r = await client.get(base + "/small")
+    if r.status_code != 200:
+        return f"status {r.status_code}", False
+    return ("", False) if r.content == b"s" * 100 else ("wrong body", True)
+
+
+async def do_upload(rng: random.Random, client: httpx.AsyncClient, base: str) -> tuple[str, bool]:
+    n = rng.randrange(1, 512 << 10)
+    data = rng.randbytes(n)
+    if rng.random() < 0.5:
+        content: Any = data
+    else:
+
+        async def gen() -> AsyncIterator[bytes]:
+            for i in range(0, n, 65536):
+                yield data[i : i + 65536]
+
+        content = gen()
+    r = await client.post(base + "/upload", content=content)
+    if r.status_code != 200:
+        return f"status {r.status_code}", False
+    got = json.loads(r.content)
+    if got["n"] != n or got["sha256"] != hashlib.sha256(data).hexdigest():
+        return f"upload corrupted: sent {n}, backend got {got['n']}", True
+    return "", False
+
+
+async def do_download(rng: random.Random, client: httpx.AsyncClient, base: str) -> tuple[str, bool]:
+    n = rng.randrange(1, 1 << 20)
+    r = await client.get(base + f"/download?n={n}")
+    if r.status_code != 200:
+        return f"status {r.status_code}", False
+    return ("", False) if r.content == PATTERN[:n] else ("download corrupted", True)
+
+
+async def do_sse(rng: random.Random, client: httpx.AsyncClient, base: str) -> tuple[str, bool]:
+    k = rng.randrange(1, 8)
+    async with client.stream("GET", base + f"/sse?n={k}") as r:
+        if r.status_code != 200:
+            return f"status {r.status_code}", False
+        body = b"".join([c async for c in r.aiter_bytes()])
+    events = [e for e in body.split(b"\n\n") if e]
+    ids = [int(e.split(b"\n")[0].split(b": ")[1]) for e in events]
+    return ("", False) if ids == list(range(k)) else (f"sse events {ids}", True)
+
+
+async def do_websocket(
+    rng: random.Random, client: httpx.AsyncClient, base: str
+) -> tuple[str, bool]:
+    from websockets.asyncio.client import connect
+
+    url = base.replace("http://", "ws://") + "/ws"
+    async with connect(url, open_timeout=10, close_timeout=5) as ws:
+        for i in range(rng.randrange(1, 5)):
+            message = f"msg {i} " + "x" * rng.randrange(0, 2000)
+            await ws.send(message)
+            echo = await ws.recv()
+            if echo != message:
+                return "websocket echo mismatch", True
+    return "", False
+
+
+async def do_abort_download(
+    rng: random.Random, client: httpx.AsyncClient, base: str
+) -> tuple[str, bool]:
+    async with client.stream("GET", base + f"/download?n={1 << 20}") as r:
+        async for _ in r.aiter_raw():
+            break  # leave after the first chunk: the connection is closed, not reused
+    return "", False
+
+
+async def do_abort_upload(
+    rng: random.Random, client: httpx.AsyncClient, base: str
+) -> tuple[str, bool]:
+    async def gen() -> AsyncIterator[bytes]:
+        yield rng.randbytes(65536)
+        yield rng.randbytes(65536)
+        raise Abort
+
+    with contextlib.suppress(Abort):
+        await client.post(base + "/upload", content=gen())
+    return "", False
+
+
+_KIND_FUNCS = {
+    "small": do_small,
+    "upload": do_upload,
+    "download": do_download,
+    "sse": do_sse,
+    "websocket": do_websocket,
+    "abort_download": do_abort_download,
+    "abort_upload": do_abort_upload,
+}
+
+
+async def drive(
+    base: str,
+    total: int,
+    concurrency: int,
+    seed: int,
+    on_progress: Any = None,
+) -> list[Result]:
+    rng = random.Random(seed)
+    kinds = rng.choices(list(KINDS), weights=list(KINDS.values()), k=total)
+    results: list[Result] = []
+    counter = iter(range(total))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
+
+        async def worker(w: int) -> None:
+            wrng = random.Random(seed * 1000 + w)
+            for i in counter:
+                results.append(await one(kinds[i], wrng, client, base))
+                if on_progress is not None:
+                    await on_progress(len(results))
+
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return results
+
+
+# -- resources --------------------------------------------------------------------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def rss_bytes() -> int:
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def proxy_tasks(server: Any) -> int:
+    async def count() -> int:
+        return len(asyncio.all_tasks())
+
+    return asyncio.run_coroutine_threadsafe(count(), server.loop).result(10)
+
+
+async def settle(server: Any) -> None:
+    """Wait (bounded) until the proxy has no client connection left open."""
+    for _ in range(200):
+        if not server.server.server_state.connections:
+            break
+        await asyncio.sleep(0.05)
+    gc.collect()
+
+
+def snapshot(server: Any) -> dict[str, int]:
+    gc.collect()
+    return {"fds": open_fds(), "tasks": proxy_tasks(server), "rss": rss_bytes()}
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+async def soak(args: argparse.Namespace) -> bool:
+    backends = [Backend("b1"), Backend("b2")]
+    for b in backends:
+        b.start()
+    try:
+        with run_server(make_gateway(backends), http="httptools", ws="wsproto") as proxy:
+            return await _soak(args, backends, proxy)
+    finally:
+        for b in backends:
+            b.stop()
+
+
+async def _soak(args: argparse.Namespace, backends: list[Backend], proxy: Any) -> bool:
+    base = proxy.url
+    warm = await drive(base, args.warmup, args.concurrency, seed=args.seed + 1)
+    warm_failed = [r for r in warm if not r.ok]
+    await settle(proxy)
+    before = snapshot(proxy)
+    print(f"soak: baseline {before} after {len(warm)} warm-up requests")
+
+    victim = backends[1]
+    kill_at, restart_at = args.requests // 3, 2 * args.requests // 3
+    window: dict[str, float] = {}
+
+    async def on_progress(done: int) -> None:
+        if done == kill_at and "kill" not in window:
+            window["kill"] = time.monotonic()
+            victim.kill()
+            print(f"soak: killed {victim.name} after {done} requests")
+        elif done == restart_at and "restart" not in window:
+            victim.start()
+            window["restart"] = time.monotonic()
+            print(f"soak: restarted {victim.name} after {done} requests")
+
+    t0 = time.monotonic()
+    results = await drive(base, args.requests, args.concurrency, args.seed, on_progress)
+    elapsed = time.monotonic() - t0
+    await settle(proxy)
+    after = snapshot(proxy)
+
+    kill, restart = window.get("kill", float("inf")), window.get("restart", float("inf"))
+
+    def excused(r: Result) -> bool:  # in flight while the victim was down
+        return r.end >= kill and r.start <= restart
+
+    by_kind = collections.Counter(r.kind for r in results)
+    failed = [r for r in results if not r.ok]
+    corrupt = [r for r in results if r.corrupt]
+    unexcused = [r for r in failed if not excused(r)]
+    problems: list[str] = []
+    if warm_failed:
+        problems.append(f"{len(warm_failed)} warm-up failures, e.g. {warm_failed[0].detail}")
+    if corrupt:
+        problems.append(f"{len(corrupt)} corrupted transfers, e.g. {corrupt[0].detail}")
+    if unexcused:
+        kinds = collections.Counter(r.kind for r in unexcused)
+        problems.append(
+            f"{len(unexcused)} failures outside the backend-down window {dict(kinds)}, "
+            f"e.g. {unexcused[0].kind}: {unexcused[0].detail}"
+        )
+    fd_margin = 2 * args.concurrency + 10
+    if after["fds"] > before["fds"] + fd_margin:
+        problems.append(f"file descriptors {before['fds']} -> {after['fds']} (+{fd_margin} ok)")
+    task_margin = 3
+    if after["tasks"] > before["tasks"] + task_margin:
+        problems.append(f"proxy tasks {before['tasks']} -> {after['tasks']} (+{task_margin} ok)")
+    rss_margin = max(32 << 20, before["rss"] // 4)
+    if after["rss"] > before["rss"] + rss_margin:
+        problems.append(
+            f"RSS {before['rss'] >> 20} MiB -> {after['rss'] >> 20} MiB (+{rss_margin >> 20} ok)"
+        )
+    if len(results) != args.requests:
+        problems.append(f"{len(results)} results for {args.requests} requests")
+
+    print(f"soak: {len(results)} requests in {elapsed:.1f}s, concurrency {args.concurrency}")
+    print(f"soak: mix {dict(sorted(by_kind.items()))}")
+    uploads = [r for r in results if r.kind == "upload" and r.ok]
+    print(f"soak: {len(uploads)} uploads completed and verified intact")
+    excused_n = len(failed) - len(unexcused)
+    print(f"soak: {excused_n} failures while {backends[1].name} was down (allowed)")
+    if excused_n:
+        sample = collections.Counter((r.kind, r.detail[:60]) for r in failed if excused(r))
+        for (kind, detail), n in sample.most_common(5):
+            print(f"soak:   {n} x {kind}: {detail}")
+    print(f"soak: resources before {before}")
+    print(f"soak: resources after  {after}")
+    for problem in problems:
+        print(f"soak: FAIL {problem}")
+    return not problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--short", action="store_true", help="~2,000 requests (CI)")
+    parser.add_argument("--requests", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=2026)
+    args = parser.parse_args()
+    if args.requests is None:
+        args.requests = 2_000 if args.short else 100_000
+    args.warmup = min(400, max(100, args.requests // 10))
+    try:
+        ok = asyncio.run(soak(args))
+    except Exception as exc:  # the summary line is printed whatever happened
+        print(f"soak: FAIL {type(exc).__name__}: {exc}")
+        ok = False
+    print(f"soak: {int(ok)} passed, {int(not ok)} failed")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
