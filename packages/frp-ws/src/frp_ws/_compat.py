@@ -28,7 +28,16 @@ __all__ = [
     "connect",
 ]
 
-NEW_ASYNCIO = importlib.util.find_spec("websockets.asyncio.client") is not None
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+NEW_ASYNCIO = _has_module("websockets.asyncio.client")
 #: ``"asyncio"`` (websockets 13+) or ``"legacy"`` (11, 12).
 IMPLEMENTATION = "asyncio" if NEW_ASYNCIO else "legacy"
 #: Whether the body of a refused handshake is available (always: read by hand on legacy).

@@ -1,0 +1,271 @@
+"""Fixtures: a real websockets upstream, uvicorn running the proxy, a real websockets client.
+
+The upstream runs in the test's event loop with whichever server API the installed websockets
+has (new asyncio on 13+, legacy on 11–12); the proxy runs under uvicorn in its own thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import importlib.util
+import json
+import queue
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import pytest
+import websockets
+import websockets.exceptions
+from fastapi import FastAPI, WebSocket
+from frp_testing import ServerThread, run_server
+from websockets.datastructures import Headers
+
+from frp_ws import proxy_pass_websocket
+from frp_ws._compat import UpstreamConnection, connect
+
+NEW_API = importlib.util.find_spec("websockets.asyncio") is not None
+if NEW_API:
+    from websockets.asyncio.server import serve as _serve
+    from websockets.http11 import Response
+else:  # websockets 11, 12
+    from websockets.legacy.server import serve as _serve  # type: ignore[assignment]
+
+MiB = 1024 * 1024
+
+
+class Upstream:
+    """A websockets server on 127.0.0.1 that echoes and obeys ``!commands``.
+
+    ``seen`` lists each handshake (path, headers, subprotocol); ``closes`` receives the close
+    code and reason the upstream got, once per connection.
+    """
+
+    def __init__(self, *, subprotocols: Sequence[str] | None = None, max_size: int | None = None):
+        self.subprotocols = subprotocols
+        self.max_size = max_size
+        self.seen: list[dict[str, Any]] = []
+        self.closes: asyncio.Queue[tuple[int | None, str]] = asyncio.Queue()
+        self.refuse: tuple[int, list[tuple[str, str]], bytes] | None = None
+        self.flood_sent = 0
+        self.server: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> Upstream:
+        kwargs: dict[str, Any] = {
+            "subprotocols": self.subprotocols,
+            "max_size": self.max_size,
+            "process_request": self._process_request,
+        }
+        self.server = await _serve(self._handler, "127.0.0.1", 0, **kwargs)
+        self.port = next(iter(self.server.sockets)).getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _process_request(self, *args: Any) -> Any:
+        if self.refuse is None:
+            return None
+        status, headers, body = self.refuse
+        headers = [*headers, ("Content-Length", str(len(body)))]
+        if NEW_API:
+            phrase = http.HTTPStatus(status).phrase
+            return Response(status, phrase, Headers(headers), body)
+        return _legacy_response(status, headers, body)
+
+    async def _handler(self, ws: Any) -> None:
+        if NEW_API:
+            path, headers = ws.request.path, ws.request.headers
+            response = ws.response.headers
+        else:
+            path, headers, response = ws.path, ws.request_headers, ws.response_headers
+        self.seen.append(
+            {
+                "path": path,
+                "headers": [(k.lower(), v) for k, v in headers.raw_items()],
+                "subprotocol": ws.subprotocol,
+                "extensions": response.get("Sec-WebSocket-Extensions"),
+            }
+        )
+        try:
+            async for message in ws:
+                if isinstance(message, str) and message.startswith("!"):
+                    await self._command(ws, message)
+                else:
+                    await ws.send(message)
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        finally:
+            await ws.wait_closed()
+            self.closes.put_nowait((ws.close_code, ws.close_reason or ""))
+
+    async def _command(self, ws: Any, message: str) -> None:
+        verb, _, arg = message[1:].partition(" ")
+        if verb == "close":
+            code, _, reason = arg.partition(" ")
+            await ws.close(int(code), reason)
+        elif verb == "abort":
+            ws.transport.abort()
+        elif verb == "empty-close":  # a close frame without a status code
+            ws.transport.write(b"\x88\x00")
+        elif verb == "frag":  # one text message in many fragments
+            await ws.send(["fragment"] * int(arg))
+        elif verb == "big":
+            await ws.send(b"\xab" * int(arg))
+        elif verb == "flood":
+            count, size = map(int, arg.split())
+            for i in range(count):
+                await ws.send(i.to_bytes(4, "big") * (size // 4))
+                self.flood_sent = i + 1
+        elif verb == "headers":
+            await ws.send(json.dumps(self.seen[-1]["headers"]))
+
+
+def _legacy_response(status: int, headers: list[tuple[str, str]], body: bytes) -> Any:
+    return http.HTTPStatus(status), headers, body
+
+
+class Proxy:
+    """uvicorn serving a FastAPI app whose every WebSocket route is proxied to ``upstream``."""
+
+    def __init__(self, server: ServerThread, state: dict[str, Any]) -> None:
+        self.server = server
+        self.state = state
+
+    @property
+    def ws_url(self) -> str:
+        return self.server.ws_url
+
+    @property
+    def options(self) -> dict[str, Any]:
+        options: dict[str, Any] = self.state["options"]
+        return options
+
+    def finished(self) -> dict[str, Any]:
+        """Wait (bounded) for the proxied handler to return; what it left behind."""
+        result: dict[str, Any] = self.state["finished"].get(timeout=15)
+        return result
+
+
+def make_app(state: dict[str, Any]) -> FastAPI:
+    app = FastAPI()
+
+    @app.websocket("/{rest:path}")
+    async def tunnel(websocket: WebSocket, rest: str) -> None:
+        before = asyncio.all_tasks()
+        me = asyncio.current_task()
+        error: BaseException | None = None
+        try:
+            await proxy_pass_websocket(websocket, state["upstream"], **state["options"])
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            left = [t for t in asyncio.all_tasks() - before if t is not me and not t.done()]
+            state["finished"].put({"tasks": left, "error": error})
+
+    return app
+
+
+def without_http_response(app: Any) -> Any:
+    """The same app on a server that lacks the ``websocket.http.response`` extension."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            scope = dict(scope, extensions={})
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+@contextlib.contextmanager
+def proxy_server(**server_options: Any) -> Iterator[Proxy]:
+    state: dict[str, Any] = {"upstream": None, "options": {}, "finished": queue.Queue()}
+    app: Any = make_app(state)
+    if server_options.pop("no_http_response", False):
+        app = without_http_response(app)
+    server_options.setdefault("ws_max_size", 16 * MiB)
+    with run_server(app, **server_options) as server:
+        yield Proxy(server, state)
+
+
+@pytest.fixture(scope="session")
+def proxy_wsproto() -> Iterator[Proxy]:
+    with proxy_server(ws="wsproto") as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def proxy(proxy_wsproto: Proxy) -> Iterator[Proxy]:
+    """The shared wsproto proxy, options reset, result queue drained."""
+    proxy_wsproto.state["options"] = {}
+    yield proxy_wsproto
+    with contextlib.suppress(queue.Empty):
+        while True:
+            proxy_wsproto.state["finished"].get_nowait()
+
+
+@pytest.fixture
+async def upstream(proxy: Proxy) -> AsyncIterator[Upstream]:
+    async with Upstream(subprotocols=None) as up:
+        proxy.state["upstream"] = up.url
+        yield up
+
+
+async def client(
+    url: str,
+    *,
+    subprotocols: Sequence[str] | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+    compression: str | None = "deflate",
+    max_size: int | None = 64 * MiB,
+) -> UpstreamConnection:
+    """A real websockets client (through the version shim, which is a thin wrapper)."""
+    return await connect(
+        url,
+        subprotocols=subprotocols,
+        headers=headers,
+        open_timeout=10,
+        close_timeout=5,
+        max_size=max_size,
+        max_queue=16,
+        ping_interval=None,
+        ping_timeout=None,
+        compression=compression,
+    )
+
+
+@pytest.fixture
+def ws_client() -> Any:
+    """``await ws_client(url, subprotocols=..., headers=...)``: a real websockets client."""
+    return client
+
+
+@pytest.fixture
+def make_upstream() -> Any:
+    """``async with make_upstream(subprotocols=...) as up``: an extra upstream server."""
+    return Upstream
+
+
+async def close_of(ws: UpstreamConnection, limit: int = 100) -> tuple[int | None, str]:
+    """Read (at most ``limit`` messages) until the connection closes; its close code, reason."""
+    from frp_ws._compat import UpstreamClosed
+
+    for _ in range(limit):
+        try:
+            await ws.recv()
+        except UpstreamClosed as exc:
+            return exc.code, exc.reason
+    raise AssertionError("the connection did not close")
+
+
+@pytest.fixture
+def closed() -> Any:
+    """``await closed(ws)``: the close code and reason the client received."""
+    return close_of
