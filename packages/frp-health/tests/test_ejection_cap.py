@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from frp_health import HealthChecker, TargetState
 from frp_health._state import HealthTable, Policy, ejection_limit
@@ -86,3 +88,40 @@ def test_actively_unhealthy_targets_count_as_gone(clock) -> None:
     for _ in range(5):
         table.reported("http://a", "timeout", None, 1.0)
     assert table.records["http://a"].ejected_until is None  # no traffic to take away
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+OUTCOMES = ["success", "http_5xx", "connect_error", "timeout", "reset", "client_abort"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    percent=st.sampled_from([0, 10, 50, 100]),
+    events=st.lists(
+        st.tuples(st.integers(0, 11), st.sampled_from([*OUTCOMES, "advance"])), max_size=200
+    ),
+)
+def test_any_traffic_respects_the_cap_and_leaves_a_target(
+    n: int, percent: float, events: list[tuple[int, str]]
+) -> None:
+    clock = _Clock()
+    urls = [f"http://h{i}" for i in range(n)]
+    checker = HealthChecker(urls, active=False, clock=clock, max_ejected_percent=percent)
+    for index, event in events:
+        if event == "advance":
+            clock.now += 17
+        else:
+            checker.report(urls[index % n], event)
+        snaps = checker.snapshot().values()
+        ejected = [s for s in snaps if s.state is TargetState.EJECTED]
+        assert len(ejected) <= ejection_limit(n, percent)
+        assert any(s.healthy for s in snaps)
+        assert all(0 < s.ejection_time_left <= 300 for s in ejected)
