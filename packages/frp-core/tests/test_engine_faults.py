@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -13,6 +15,7 @@ from frp_testing import unused_port
 from frp_core._config import Limits, Timeouts
 from frp_core._errors import (
     ConnectError,
+    ConnectTimeout,
     ReadTimeout,
     RemoteProtocolError,
     WriteTimeout,
@@ -298,6 +301,32 @@ async def test_refused_is_connect_error_without_address(engine: Engine) -> None:
     assert engine.stats()["open"] == 0
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="relies on Linux dropping SYNs")
+async def test_connect_timeout(engine: Engine) -> None:
+    # a listening socket whose accept queue is full: the kernel drops further SYNs
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                fillers.append(filler)
+                filler.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect(("127.0.0.1", port))
+            origin = Origin.parse(f"http://127.0.0.1:{port}")
+            quick = Timeouts(0.2, 5.0, 5.0, 5.0)
+            with pytest.raises(ConnectTimeout) as info:
+                await engine.request(origin, b"GET", b"/", hdrs(origin), b"", None, quick)
+            assert not info.value.request_sent
+            assert engine.stats()["open"] == 0
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
 async def test_silent_upstream_is_read_timeout(engine: Engine) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
         await srv.read_request(r)
@@ -485,6 +514,22 @@ async def test_cancel_mid_body_closes_the_connection(engine: Engine) -> None:
             await task
         await asyncio.wait_for(srv.eof.wait(), 5)  # the upstream sees the disconnect
         assert engine.stats()["open"] == 0
+
+
+async def test_receive_after_closing_an_unfinished_response_raises(engine: Engine) -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await srv.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart")
+        await srv.wait_eof(r)
+
+    async with RawServer(handler) as srv:
+        o = srv.origin
+        resp = await engine.request(o, b"GET", b"/", hdrs(o), b"", None, T)
+        await resp.aclose()
+        await resp.aclose()  # idempotent
+        with pytest.raises(RemoteProtocolError):
+            await resp.receive()
+        await asyncio.wait_for(srv.eof.wait(), 5)
 
 
 async def test_cancel_during_streamed_upload_stops_the_writer(engine: Engine) -> None:

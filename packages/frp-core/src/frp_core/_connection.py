@@ -50,6 +50,7 @@ class UpstreamResponse:
 
     __slots__ = (
         "_conn",
+        "_ended",
         "content_length",
         "has_body",
         "headers",
@@ -76,6 +77,7 @@ class UpstreamResponse:
         has_body: bool,
     ) -> None:
         self._conn = conn
+        self._ended = False
         self.status = status
         self.reason = reason
         self.http_version = http_version
@@ -100,6 +102,7 @@ class UpstreamResponse:
             if c._error is not None:
                 raise c._error
             if c._complete:
+                self._ended = True
                 if c._writer is None or c._writer.done():
                     self._conn = None
                     c._finish()
@@ -109,7 +112,9 @@ class UpstreamResponse:
                     self._conn = None
                 return b""
             await c._wait_body()
-        return b""
+        if self._ended:
+            return b""
+        raise RemoteProtocolError("the response was closed before its end", request_sent=True)
 
     async def aclose(self) -> None:
         """Release the connection: to the pool if the response is complete, else close it."""
@@ -118,6 +123,7 @@ class UpstreamResponse:
             return
         self._conn = None
         if c._complete and c._error is None and (c._writer is None or c._writer.done()):
+            self._ended = True
             c._finish()
         else:
             c.discard()

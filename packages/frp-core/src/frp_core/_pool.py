@@ -41,6 +41,7 @@ class _Pool:
     """The connections of one origin."""
 
     __slots__ = (
+        "closed",
         "conns",
         "engine",
         "expiry",
@@ -69,6 +70,7 @@ class _Pool:
         self.open = 0  # open connections plus connection attempts under way
         self.waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
         self.sweeper: asyncio.TimerHandle | None = None
+        self.closed = False
 
     def take(self) -> Connection | None:
         """The most recently used idle connection that is still fresh, or ``None``."""
@@ -98,7 +100,7 @@ class _Pool:
             if not w.done():
                 w.set_result(conn)
                 return
-        if len(self.idle) >= self.max_idle:
+        if len(self.idle) >= self.max_idle or self.closed:
             conn.discard()
             return
         conn.idle_since = self.loop.time()
@@ -140,6 +142,12 @@ class _Pool:
             self.sweeper = self.loop.call_later(max(delay, 0.01), self._sweep)
 
     def close(self) -> None:
+        """Close every connection and fail every waiter (the engine is shutting down)."""
+        self.closed = True
+        while self.waiters:
+            w = self.waiters.popleft()
+            if not w.done():
+                w.set_exception(PoolTimeout("the upstream engine was closed"))
         if self.sweeper is not None:
             self.sweeper.cancel()
             self.sweeper = None
@@ -273,6 +281,8 @@ class Engine:
         self._pools = {}
         self._loop = loop
         for pool in old.values():
+            pool.closed = True
+            pool.waiters.clear()
             for conn in list(pool.conns):
                 with contextlib.suppress(RuntimeError):  # the old loop may be closed
                     conn.discard()
