@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,6 +35,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.disconnected = threading.Event()  #: set when a stream saw its client leave
+        self.hanging = threading.Event()  #: set when a ``hang`` request arrived
         self.hits = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -52,6 +53,7 @@ class Recorder:
             await self._stream(receive, send)
             return
         if act == "hang":
+            self.hanging.set()
             for _ in range(300):
                 if (await receive())["type"] == "http.disconnect":
                     self.disconnected.set()
@@ -143,6 +145,7 @@ def recorder_server() -> Iterator[tuple[Recorder, ServerThread]]:
 @pytest.fixture
 def recorder(recorder_server: tuple[Recorder, ServerThread]) -> Recorder:
     recorder_server[0].disconnected.clear()
+    recorder_server[0].hanging.clear()
     return recorder_server[0]
 
 
@@ -250,3 +253,16 @@ def options_server(
 async def oclient(options_server: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=options_server.url, timeout=30.0) as c:
         yield c
+
+
+@pytest.fixture(params=PATHS)
+def mode(request: pytest.FixtureRequest) -> str:
+    """``"engine"`` or ``"httpx"``: which client path a per-test gateway uses."""
+    client_kwargs(request.param)  # skips the engine leg while the engine is absent
+    return str(request.param)
+
+
+@pytest.fixture
+def make_gateway() -> Callable[..., Any]:
+    """``make_gateway(upstream, mode, **options)``: the Quick Start app (see :func:`gateway`)."""
+    return gateway
