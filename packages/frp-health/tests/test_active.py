@@ -226,3 +226,31 @@ async def test_external_client_is_used(backend) -> None:
         await checker.destroy()
         assert not client.is_closed
     assert app.requests[0][2]["x-client"] == "mine"
+
+
+async def test_ejected_targets_keep_the_normal_interval(backend, clock) -> None:
+    one, two = backend(), backend()
+    checker = HealthChecker(
+        [one.url, two.url], interval=10, unhealthy_interval=60, jitter=0, clock=clock
+    )
+    await checker.check_all()
+    for _ in range(5):
+        checker.report(one.url, "reset")
+    one.mode = "fail"
+    await checker.check_all()  # one failed probe: still ejected, not yet unhealthy
+    snap = checker.snapshot()[one.url]
+    assert snap.state is TargetState.EJECTED
+    assert snap.next_probe_at == clock.now + 10  # probed as often as before: it may pass
+    await checker.destroy()
+
+
+async def test_passive_only_check_all_probes_but_schedules_nothing(backend) -> None:
+    app = backend()
+    checker = HealthChecker([app.url], active=False, unhealthy_threshold=1)
+    app.mode = "fail"
+    await checker.check_all()
+    snap = checker.snapshot()[app.url]
+    assert snap.state is TargetState.UNHEALTHY
+    assert snap.next_probe_at is None
+    await checker.destroy()
+    assert app.methods() == ["HEAD"]

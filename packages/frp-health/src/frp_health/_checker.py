@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from .__about__ import __version__
-from ._events import ChangeStream, Hub, StateChange, TargetSnapshot
+from ._events import ChangeStream, Hub, StateChange, TargetSnapshot, TargetState
 from ._probe import ProbeResult, make_client, probe
 from ._state import HealthTable, Policy
 from ._target import (
@@ -371,9 +371,10 @@ class HealthChecker:
         now = self._clock()
         rec.method = result.method
         change = self._table.probed(url, result.ok, result.latency, result.error, now)
-        down = not rec.state.routable
+        down = rec.state is TargetState.UNHEALTHY
         base = self._unhealthy_interval if down and self._unhealthy_interval else self._interval
-        rec.next_probe_at = now + self._jittered(base)
+        if self._active:
+            rec.next_probe_at = now + self._jittered(base)
         if change is not None:
             self._publish(dataclasses.replace(change, snapshot=self._table.snapshot(url, now)))
 
