@@ -100,6 +100,7 @@ class HealthTable:
             )
             for url in urls
         }
+        self.ejected = 0  #: how many targets are ejected now
 
     # -- transitions -------------------------------------------------------------------------
 
@@ -114,6 +115,7 @@ class HealthTable:
         return StateChange(rec.url, old, new, reason, now, self.snapshot(rec.url, now))
 
     def _uneject(self, rec: Record, at: float) -> None:
+        self.ejected -= 1
         rec.ejected_until = None
         rec.ejection_ended_at = at
 
@@ -188,8 +190,7 @@ class HealthTable:
         """
         if not rec.state.routable:
             return False
-        ejected = sum(r.ejected_until is not None for r in self.records.values())
-        if ejected >= ejection_limit(len(self.records), self.policy.max_ejected_percent):
+        if self.ejected >= ejection_limit(len(self.records), self.policy.max_ejected_percent):
             return False
         return any(r.state.routable for r in self.records.values() if r is not rec)
 
@@ -203,11 +204,14 @@ class HealthTable:
         duration = min(p.base_ejection * rec.multiplier, p.max_ejection)
         rec.ejected_until = now + duration
         rec.ejection_count += 1
+        self.ejected += 1
         return duration
 
     def expire(self, now: float) -> list[StateChange]:
         """Re-admit targets whose ejection time has passed."""
-        changes = []
+        changes: list[StateChange] = []
+        if not self.ejected:  # the common case, on every report and read: no scan
+            return changes
         for rec in self.records.values():
             if rec.ejected_until is not None and now >= rec.ejected_until:
                 old = rec.state
