@@ -210,7 +210,9 @@ OPTION_ROUTES: dict[str, dict[str, Any]] = {
     "json": {"override_body": {"a": 1}},
     "str": {"override_body": "héllo", "method": "PUT"},
     "bytes": {"override_body": b"\x00\x01\x02"},
-    "override-headers": {"override_headers": {"X-Only": "1", "Connection": "x-gone", "X-Gone": "1"}},
+    "override-headers": {
+        "override_headers": {"X-Only": "1", "Connection": "x-gone", "X-Gone": "1"}
+    },
     "additional": {"additional_headers": {"X-Extra": "1", "X-Dup": "replaced"}},
     "override-host": {"override_host": "example.test"},
     "preserve-host": {"preserve_host": True},
@@ -245,7 +247,9 @@ def options_gateway(upstream: str, mode: str) -> Any:
 def options_server(
     request: pytest.FixtureRequest, recorder_server: tuple[Recorder, ServerThread]
 ) -> Iterator[ServerThread]:
-    with run_server(options_gateway(recorder_server[1].url, request.param), proxy_headers=False) as server:
+    with run_server(
+        options_gateway(recorder_server[1].url, request.param), proxy_headers=False
+    ) as server:
         yield server
 
 

@@ -119,9 +119,11 @@ async def test_client_disconnect_mid_download_reaches_upstream(
 ) -> None:
     for path in ["/p/s", "/mnt/s"]:
         recorder.disconnected.clear()  # type: ignore[attr-defined]
-        async with httpx.AsyncClient(base_url=proxy_server.url) as c:
-            async with c.stream("GET", path, headers={"x-act": "stream"}) as response:
-                async for _ in response.aiter_raw():
-                    break
+        async with (
+            httpx.AsyncClient(base_url=proxy_server.url) as c,
+            c.stream("GET", path, headers={"x-act": "stream"}) as response,
+        ):
+            async for _ in response.aiter_raw():
+                break
         seen = await asyncio.to_thread(recorder.disconnected.wait, 15)  # type: ignore[attr-defined]
         assert seen, f"upstream never saw the client leave ({path})"

@@ -1,4 +1,4 @@
-"""Failover through the ``Upstreams``/``Router`` hooks: retries only when safe, outcomes reported."""
+"""Failover through the ``Upstreams``/``Router`` hooks: safe retries only, outcomes reported."""
 
 from __future__ import annotations
 
