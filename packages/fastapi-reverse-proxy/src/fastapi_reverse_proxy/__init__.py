@@ -15,8 +15,7 @@ from frp_ws import __all__ as _ws_all
 
 from .__about__ import __version__ as __version__
 
-__all__: list[str] = []
-__all__ += _core_all
-__all__ += _ws_all
-__all__ += _health_all
-__all__ += _balance_all
+__all__: list[str] = ["__version__"]
+for _names in (_core_all, _ws_all, _health_all, _balance_all):
+    __all__ += [name for name in _names if name != "__version__"]
+del _names
