@@ -48,6 +48,14 @@ def test_longest_prefix_wins() -> None:
     assert checker.resolve("http://h/static/x") == "http://h"
 
 
+def test_repeated_urls_collapse_into_one_target_as_in_0_4_0() -> None:
+    checker = HealthChecker(["http://a", "http://b", "http://A:80/", "http://a"])
+    assert checker.targets == ["http://a", "http://b"]
+    assert checker.resolve("http://A:80/") == "http://a"
+    same = {"host": "http://a", "maxrequests": 3}
+    assert HealthChecker([same, dict(same)]).target_configs == {"http://a": same}
+
+
 def test_extra_dict_keys_are_kept_for_other_components() -> None:
     config = {"host": "http://a", "maxrequests": 5, "weight": 3}
     checker = HealthChecker([config])
@@ -71,7 +79,11 @@ def test_extra_dict_keys_are_kept_for_other_components() -> None:
         (["http://a:99999"], ValueError, "not a valid URL"),
         (["http://user:pw@a"], ValueError, "credentials"),
         (["http://a/?x=1"], ValueError, "query"),
-        (["http://a", "http://A:80/"], ValueError, "duplicates"),
+        (
+            [{"host": "http://a"}, {"host": "http://A/", "pingpath": "/x"}],
+            ValueError,
+            "targets\\[1\\] and targets\\[0\\] configure the same target 'http://a'",
+        ),
         ([{"pingpath": "/"}], ValueError, "missing the required 'host'"),
         ([{"host": 5}], TypeError, "str"),
         ([{"host": "http://a", "timeout": -1}], ValueError, "timeout"),

@@ -66,7 +66,8 @@ class HealthChecker:
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _random.random,
     ) -> None:
-        parsed, self._personalised = parse_targets(targets)
+        parsed = parse_targets(targets)
+        self._personalised = parsed.personalised
         self._interval = check_number("interval", interval)
         self._timeout = check_number("timeout", timeout)
         self._unhealthy_interval = (
@@ -102,17 +103,13 @@ class HealthChecker:
         self._active = active
         self._clock = clock
         self._random = random
-        self._targets: dict[str, Target] = {t.url: t for t in parsed}
-        self._aliases: dict[str, str] = {t.raw: t.url for t in parsed}
-        self._aliases.update({t.url: t.url for t in parsed})
-        self._configs: dict[str, dict[str, Any]] = {
-            t.url: dict(item) if isinstance(item, Mapping) else {}
-            for t, item in zip(parsed, targets, strict=True)
-        }
+        self._targets: dict[str, Target] = parsed.targets
+        self._aliases: dict[str, str] = parsed.aliases
+        self._configs: dict[str, dict[str, Any]] = parsed.configs
         self._table = HealthTable(
             self._targets, policy, active=active, now=clock(), method=self._method
         )
-        for t in parsed:
+        for t in self._targets.values():
             if t.method is not None:
                 self._table.records[t.url].method = t.method
         self._hub = Hub()

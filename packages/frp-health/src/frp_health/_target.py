@@ -202,8 +202,19 @@ def _from_dict(idx: int, item: Mapping[str, Any]) -> Target:
     )
 
 
-def parse_targets(targets: object) -> tuple[list[Target], bool]:
-    """Validate ``targets``; return the parsed targets and whether they are personalised."""
+@dataclass(slots=True)
+class Parsed:
+    """Validated targets: unique by normalised URL, in order of first appearance."""
+
+    targets: dict[str, Target]  #: by normalised URL
+    personalised: bool
+    aliases: dict[str, str]  #: every string given (and each normalised URL) -> normalised URL
+    configs: dict[str, dict[str, Any]]  #: the dict given per target ({} in standard mode)
+
+
+def parse_targets(targets: object) -> Parsed:
+    """Validate ``targets``.  Repeats of a URL collapse into one target, as in 0.4.0 (a list
+    may repeat a URL to weight it in a balancer); two different dicts for one URL raise."""
     if isinstance(targets, str | bytes | Mapping) or not isinstance(targets, Sequence):
         raise TypeError(
             "targets must be a list of URL strings or a list of dicts, "
@@ -217,11 +228,10 @@ def parse_targets(targets: object) -> tuple[list[Target], bool]:
             "Targets must be a list of strings or a list of dictionaries, "
             f"got {type(first).__name__} at index 0"
         )
-    personalised = isinstance(first, Mapping)
-    parsed: list[Target] = []
+    out = Parsed({}, isinstance(first, Mapping), {}, {})
     seen: dict[str, int] = {}
     for idx, item in enumerate(targets):
-        if personalised != isinstance(item, Mapping) or not isinstance(item, str | Mapping):
+        if out.personalised != isinstance(item, Mapping) or not isinstance(item, str | Mapping):
             raise TypeError(
                 f"Mixed types in targets at index {idx}: use only strings or only dicts"
             )
@@ -230,11 +240,16 @@ def parse_targets(targets: object) -> tuple[list[Target], bool]:
             target = Target(url=url, raw=item, origin=origin, prefix=prefix, path=None)
         else:
             target = _from_dict(idx, item)
+        out.aliases[target.raw] = out.aliases[target.url] = target.url
         if target.url in seen:
-            raise ValueError(
-                f"targets[{idx}] ({target.raw!r}) duplicates targets[{seen[target.url]}]"
-                f" (both are {target.url!r})"
-            )
+            earlier = seen[target.url]
+            if isinstance(item, Mapping) and dict(item) != dict(targets[earlier]):
+                raise ValueError(
+                    f"targets[{idx}] and targets[{earlier}] configure the same target "
+                    f"{target.url!r} differently"
+                )
+            continue
         seen[target.url] = idx
-        parsed.append(target)
-    return parsed, personalised
+        out.targets[target.url] = target
+        out.configs[target.url] = dict(item) if isinstance(item, Mapping) else {}
+    return out
