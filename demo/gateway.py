@@ -108,7 +108,7 @@ async def main(port: int) -> None:
     socks = {name: listen(0) for name in ("a", "b")}
     targets = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in socks.values()]
     servers = [
-        (uvicorn.Server(uvicorn.Config(backend(n), log_level="warning")), [s])
+        (uvicorn.Server(uvicorn.Config(backend(n), log_level="warning", access_log=False)), [s])
         for n, s in socks.items()
     ]
     gw_sock = listen(port)
