@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from frp_testing import unused_port
@@ -254,3 +256,17 @@ async def test_passive_only_check_all_probes_but_schedules_nothing(backend) -> N
     assert snap.next_probe_at is None
     await checker.destroy()
     assert app.methods() == ["HEAD"]
+
+
+async def test_target_that_drops_connections_is_down_with_reset() -> None:
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # the request has started: hang up without answering
+        writer.close()
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with server, HealthChecker([url]) as checker:
+        snap = checker.snapshot()[url]
+        assert snap.state is TargetState.UNHEALTHY
+        assert snap.last_error is not None
+        assert snap.last_error.startswith("reset: RemoteProtocolError")
