@@ -381,8 +381,8 @@ async def test_big_download_is_intact_with_bounded_buffering(server: Origin) -> 
             await resp.aclose()
         assert total == size
         assert digest.hexdigest() == _sha(size)
-        # never more than ~2 x read_size buffered (plus one socket read)
-        assert engine.stats()["max_buffered"] <= 2 * read_size + 1024 * 1024
+        # reading pauses above 2 x read_size; one more read (at most read_size) may land
+        assert engine.stats()["max_buffered"] <= 3 * read_size
         assert engine.stats()["idle"] == 1
     finally:
         await engine.aclose()

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["UpstreamResponse"]
 
+#: Body chunks at least this big are handed out as they are; smaller ones are joined.
+_JOIN_BELOW = 64 * 1024
 #: Write buffer limits of each transport (``pause_writing`` above ``WRITE_HIGH``).
 WRITE_HIGH = 256 * 1024
 WRITE_LOW = 64 * 1024
@@ -130,8 +132,14 @@ class UpstreamResponse:
             await c.stop_writer()
 
 
-class Connection(asyncio.Protocol):
-    """An HTTP/1.1 client connection.  Driven by :class:`frp_core._pool.Engine`."""
+class Connection(asyncio.BufferedProtocol):
+    """An HTTP/1.1 client connection.  Driven by :class:`frp_core._pool.Engine`.
+
+    A ``BufferedProtocol``: the transport reads (up to ``read_size`` bytes at once) straight
+    into a buffer shared by every connection of the engine (``get_buffer`` and
+    ``buffer_updated`` run back to back, and the parser copies the body out), so a read costs
+    one copy and no per-connection buffer.
+    """
 
     __slots__ = (
         "_active",
@@ -170,14 +178,18 @@ class Connection(asyncio.Protocol):
         "loop",
         "parser",
         "pool",
+        "rbuf",
         "read_size",
         "requests",
         "stats",
         "transport",
     )
 
-    def __init__(self, pool: _Pool, loop: asyncio.AbstractEventLoop, read_size: int) -> None:
+    def __init__(
+        self, pool: _Pool, loop: asyncio.AbstractEventLoop, read_size: int, rbuf: memoryview
+    ) -> None:
         self.pool = pool
+        self.rbuf = rbuf
         self.stats: _Stats = pool.stats
         self.loop = loop
         self.read_size = read_size
@@ -229,7 +241,13 @@ class Connection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.rbuf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.rbuf[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         if not self._active:  # bytes nobody asked for: the connection is out of sync
             self.discard()
             return
@@ -245,9 +263,9 @@ class Connection(asyncio.Protocol):
                 msg = "malformed HTTP response body"
             self.fail(RemoteProtocolError(msg, request_sent=True))
         n = self._buffered
-        if n > self._high and not self._reading_paused and self.transport is not None:
+        if n > self._high and not self._reading_paused and not self.discarded:
             self._reading_paused = True
-            self.transport.pause_reading()
+            self.transport.pause_reading()  # type: ignore[union-attr]
         if n > self.stats.max_buffered:
             self.stats.max_buffered = n
 
@@ -451,28 +469,31 @@ class Connection(asyncio.Protocol):
     def _take(self) -> bytes:
         buf = self._buf
         rs = self.read_size
-        if self._buffered <= rs:
-            data = buf[0] if len(buf) == 1 else b"".join(buf)
-            buf.clear()
-            self._buffered = 0
-        else:
-            first = buf[0]
-            if len(first) >= rs:
+        first = buf[0]
+        n = len(first)
+        if n >= rs:
+            if n == rs:
+                del buf[0]
+                data = first
+            else:
                 data = first[:rs]
                 buf[0] = first[rs:]
-            else:
-                i = total = 0
-                for chunk in buf:
-                    if total + len(chunk) > rs:
-                        break
-                    total += len(chunk)
-                    i += 1
-                data = b"".join(buf[:i])
-                del buf[:i]
-            self._buffered -= len(data)
+        elif n >= _JOIN_BELOW or len(buf) == 1:
+            del buf[0]
+            data = first
+        else:  # join the leading small pieces (never a big one), up to read_size
+            i = total = 0
+            for chunk in buf:
+                if len(chunk) >= _JOIN_BELOW or total + len(chunk) > rs:
+                    break
+                total += len(chunk)
+                i += 1
+            data = b"".join(buf[:i])
+            del buf[:i]
+        self._buffered -= len(data)
         if self._reading_paused and self._buffered <= self._low:
             self._reading_paused = False
-            if self.transport is not None and not self.closed:
+            if self.transport is not None and not self.closed and not self.discarded:
                 self.transport.resume_reading()
         return data
 

@@ -179,6 +179,8 @@ class Engine:
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stats = _Stats()
+        #: the read buffer every connection shares (see ``Connection``)
+        self._rbuf = memoryview(bytearray(read_size))
 
     # ----------------------------------------------------------------- public API
 
@@ -322,7 +324,7 @@ class Engine:
     async def _connect(self, pool: _Pool, timeouts: Timeouts) -> Connection:
         """Open a connection; the caller reserved the slot (``pool.open``) for it."""
         origin = pool.origin
-        conn = Connection(pool, pool.loop, self.read_size)
+        conn = Connection(pool, pool.loop, self.read_size, self._rbuf)
         ctx = None
         if origin.scheme == "https":
             ctx = self._ssl

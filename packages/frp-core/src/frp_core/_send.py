@@ -188,6 +188,8 @@ async def send_body(
                 await _drain(conn)
                 if conn._stopped():
                     return
+        if conn._stopped():
+            return
         if content_length is None:
             t.write(b"0\r\n\r\n")
         elif sent != content_length:
