@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
 
@@ -52,10 +52,21 @@ def parse_wrk(out: str) -> dict[str, Any]:
     }
 
 
-def run(port: int, path: str, connections: int, seconds: float) -> dict[str, Any]:
+def tool(choice: str = "auto") -> str:
+    """``wrk`` or ``builtin``: what ``choice`` (auto, wrk, builtin) resolves to here."""
+    if choice == "builtin" or (choice == "auto" and not shutil.which("wrk")):
+        return "builtin"
+    if not shutil.which("wrk"):
+        raise RuntimeError("wrk not installed (apt-get install -y wrk)")
+    return "wrk"
+
+
+def run(
+    port: int, path: str, connections: int, seconds: float, choice: str = "auto"
+) -> dict[str, Any]:
     """One load run against 127.0.0.1:port, bounded to ``seconds`` + 30 s."""
     url = f"http://127.0.0.1:{port}{path}"
-    wrk = shutil.which("wrk")
+    wrk = shutil.which("wrk") if tool(choice) == "wrk" else None
     if wrk:
         threads = max(1, min(2, connections))
         argv = [
@@ -130,8 +141,7 @@ class _Client(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         self._send()
 
     def _send(self) -> None:

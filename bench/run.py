@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import load
 import procs
 import report
 import systems
@@ -54,6 +55,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         "--systems",
         default=",".join(ALL_SYSTEMS),
         help=f"comma-separated subset of {','.join(ALL_SYSTEMS)}",
+    )
+    p.add_argument(
+        "--load",
+        choices=["auto", "wrk", "builtin"],
+        default="auto",
+        help="small-GET load generator (auto: wrk when installed)",
     )
     p.add_argument("--json", type=Path, default=systems.ROOT / "build" / "bench-results.json")
     p.add_argument("--max-seconds", type=int, help="overall time bound (default 3600, quick 900)")
@@ -126,13 +133,19 @@ def _on_alarm(signum: int, frame: object) -> None:
     raise _Deadline("overall time bound reached")
 
 
+def _on_term(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through `finally`: our servers are stopped
+
+
 def _plan(
     args: argparse.Namespace,
 ) -> list[tuple[str, Callable[[systems.System], dict[str, float]]]]:
     """(workload name, measure) pairs; a measure returns metrics without the name prefix."""
     plan: list[tuple[str, Callable[[systems.System], dict[str, float]]]] = []
     for c in report.CONCURRENCY:
-        plan.append((f"get_c{c}", lambda s, c=c: workloads.small_get(s, c, args.duration)))
+        plan.append(
+            (f"get_c{c}", lambda s, c=c: workloads.small_get(s, c, args.duration, args.load))
+        )
     transfer_timeout = max(120.0, args.size / 20e6)  # >= 20 MB/s or it is cut
     plan += [
         ("download", lambda s: workloads.download(s, args.size, transfer_timeout)),
@@ -157,7 +170,7 @@ def _measure(
 ) -> None:
     for system in running:  # warm-up: connections, pools, JIT-less caches
         with contextlib.suppress(Exception):
-            workloads.small_get(system, 16, 1.0)
+            workloads.small_get(system, 16, 1.0, args.load)
     plan = _plan(args)
     for rep in range(args.runs):
         for name, measure in plan:
@@ -179,6 +192,7 @@ def _measure(
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGTERM, _on_term)
     signal.alarm(args.max_seconds)
     cpus = procs.cores()
     up_cpu, proxy_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
@@ -192,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     broken = False
     try:
-        _log(f"{pinning}; logs in {workdir}; load tool: {meta['wrk']}")
+        _log(f"{pinning}; logs in {workdir}; load: {load.tool(args.load)} ({meta['wrk']})")
         upstream = systems.start_upstream(workdir, up_cpu)
         running: list[systems.System] = []
         for key in args.systems:

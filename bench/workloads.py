@@ -24,10 +24,12 @@ BLOCK = os.urandom(MiB)  # upload payload: this block repeated
 _HASHES: dict[int, str] = {}
 
 
-def small_get(system: System, connections: int, seconds: float) -> dict[str, float]:
+def small_get(
+    system: System, connections: int, seconds: float, tool: str = "auto"
+) -> dict[str, float]:
     """Small GETs at ``connections``: req/s, p50/p99 ms, proxy CPU µs per request."""
     cpu0 = procs.cpu_seconds(system.pid)
-    res = load.run(system.port, "/small", connections, seconds)
+    res = load.run(system.port, "/small", connections, seconds, tool)
     cpu = procs.cpu_seconds(system.pid) - cpu0
     if res["requests"] == 0:
         raise RuntimeError(f"no request completed ({res['errors']} errors)")
