@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, cast
 
 from ._config import Timeouts
-from ._errors import UpstreamError
+from ._errors import RemoteProtocolError, UpstreamError
 from ._headers import (
     NO_TRUSTED_PROXIES,
     Headers,
@@ -38,6 +38,8 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 REPLAY_LIMIT = 64 * 1024
 #: Upper bound on attempts for one request, whatever ``Upstreams.pick`` says.
 MAX_ATTEMPTS = 32
+#: An upstream response head larger than this is refused (502), like nginx's buffer limits.
+MAX_RESPONSE_HEAD = 64 * 1024
 _5XX = frozenset({502, 503, 504})
 
 
@@ -228,7 +230,13 @@ async def open_exchange(
         if opts.json_body and not any(n == b"content-type" for n, _ in headers):
             headers.append((b"content-type", b"application/json"))
         content = reader.stream() if reader is not None else body
-        return await sender.request(base, method, target, headers, content, length, opts.timeouts)
+        response = await sender.request(
+            base, method, target, headers, content, length, opts.timeouts
+        )
+        if sum(len(v) for _, v in response.headers) > MAX_RESPONSE_HEAD:
+            await response.aclose()
+            raise RemoteProtocolError("response head too large", request_sent=True)
+        return response
 
     if not failover:
         assert isinstance(upstream, str)

@@ -19,6 +19,9 @@ class BadRequest(Exception):
 
 
 _DIGITS = re.compile(rb"[0-9]+")
+#: Limits on the request head (nginx answers 400 beyond its header buffers, too).
+MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADERS = 256
 #: Bytes that may not appear in a request-target: controls, space, DEL and non-ASCII.
 _UNSAFE_TARGET = re.compile(rb"[^\x21-\x7e]")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -34,13 +37,18 @@ def check_framing(headers: Sequence[tuple[bytes, bytes]]) -> tuple[int | None, b
     """``(content_length, chunked)`` of the request body, or :class:`BadRequest`.
 
     Refused: several ``Content-Length`` headers, a non-numeric one, ``Transfer-Encoding``
-    together with ``Content-Length``, and any ``Transfer-Encoding`` other than one ``chunked``.
+    together with ``Content-Length``, any ``Transfer-Encoding`` other than one ``chunked``, and
+    heads over :data:`MAX_HEADERS` fields or :data:`MAX_HEADER_BYTES` bytes.
     """
+    if len(headers) > MAX_HEADERS:
+        raise BadRequest("too many header fields")
+    size = 0
     length: int | None = None
     lengths = 0
     chunked = False
     encodings = 0
     for name, value in headers:
+        size += len(value)
         if name == b"content-length":
             lengths += 1
             value = value.strip(b" \t")
@@ -54,6 +62,8 @@ def check_framing(headers: Sequence[tuple[bytes, bytes]]) -> tuple[int | None, b
             chunked = True
     if lengths and encodings:
         raise BadRequest("both Content-Length and Transfer-Encoding")
+    if size > MAX_HEADER_BYTES:
+        raise BadRequest("request head too large")
     return length, chunked
 
 
