@@ -281,3 +281,32 @@ async def test_truncation_is_seen_on_a_raw_socket_too(make_rig: Any) -> None:
             assert not body.endswith(b"0\r\n\r\n"), "a truncated body got a clean terminator"
     else:
         assert status == 502
+
+
+# -- behind the load balancer: passive health and failover ---------------------------------
+
+
+@pytest.mark.parametrize("mode", ["reset_before_status", "close_before_status", "hang"])
+async def test_broken_target_fails_over_and_is_reported_to_passive_health(mode: str) -> None:
+    """With real frp-health and frp-balance: idempotent requests fail over to the healthy
+    target (every client gets a 200), the failure reaches passive health, and the broken
+    target is then left alone."""
+    frp_health = pytest.importorskip("frp_health")
+    frp_balance = pytest.importorskip("frp_balance")
+    with fault_server(mode) as bad, fault_server("ok") as good:
+        checker = frp_health.HealthChecker(
+            [bad.url, good.url], active=False, consecutive_failures=3
+        )
+        lb = frp_balance.LoadBalancer(checker)
+        with run_server(proxy_app(lb, timeouts=_timeouts(read=0.3))) as proxy:
+            async with httpx.AsyncClient(timeout=30.0) as client:
+                for i in range(20):
+                    response = await client.get(f"{proxy.url}/r/{i}")
+                    assert (response.status_code, response.content) == (200, OK_BODY)
+        # passive health heard about the failures; the balancer then steered away from it
+        seen = checker.target_snapshot(bad.url)
+        assert seen.last_error is not None
+        assert "traffic" in seen.last_error
+        assert checker.target_snapshot(good.url).last_error is None
+        assert 1 <= len(bad.requests) <= 3, "a failing target kept receiving requests"
+        assert len(good.requests) == 20
