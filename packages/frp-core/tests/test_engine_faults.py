@@ -16,6 +16,7 @@ from frp_core._config import Limits, Timeouts
 from frp_core._errors import (
     ConnectError,
     ConnectTimeout,
+    PoolTimeout,
     ReadTimeout,
     RemoteProtocolError,
     WriteTimeout,
@@ -633,6 +634,101 @@ async def test_response_buffering_is_bounded() -> None:
             assert len(await read_all(resp)) == size
         finally:
             await small.aclose()
+
+
+async def test_idle_connections_expire_without_new_traffic() -> None:
+    engine = Engine(limits=Limits(keepalive_expiry=0.05))
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await srv.read_request(r)
+        w.write(OK)
+        await srv.wait_eof(r)
+
+    async with RawServer(handler) as srv:
+        o = srv.origin
+        try:
+            resp = await engine.request(o, b"GET", b"/", hdrs(o), b"", None, T)
+            assert await read_all(resp) == b"ok"
+            assert engine.stats()["idle"] == 1
+            await asyncio.wait_for(srv.eof.wait(), 5)  # closed by the expiry sweep
+            assert engine.stats()["open"] == 0
+        finally:
+            await engine.aclose()
+
+
+async def test_engine_aclose_closes_connections_in_use_and_fails_waiters() -> None:
+    engine = Engine(limits=Limits(max_connections=1))
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await srv.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        await srv.wait_eof(r)
+
+    async with RawServer(handler) as srv:
+        o = srv.origin
+        resp = await engine.request(o, b"GET", b"/", hdrs(o), b"", None, T)
+        waiter = asyncio.ensure_future(engine.request(o, b"GET", b"/", hdrs(o), b"", None, T))
+        for _ in range(100):
+            if engine.stats()["waiting"]:
+                break
+            await asyncio.sleep(0)
+        await engine.aclose()
+        with pytest.raises(PoolTimeout):
+            await waiter
+        assert await resp.receive() == b"abc"
+        with pytest.raises(RemoteProtocolError):
+            await resp.receive()
+        await resp.aclose()
+        await asyncio.wait_for(srv.eof.wait(), 5)
+        assert engine.stats()["open"] == 0
+
+
+async def test_engine_aclose_during_a_close_delimited_body_is_not_a_clean_end() -> None:
+    engine = Engine()
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await srv.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\n\r\nabc")
+        await srv.wait_eof(r)
+
+    async with RawServer(handler) as srv:
+        o = srv.origin
+        resp = await engine.request(o, b"GET", b"/", hdrs(o), b"", None, T)
+        assert await resp.receive() == b"abc"
+        waiting = asyncio.ensure_future(resp.receive())
+        await asyncio.sleep(0)
+        await engine.aclose()
+        with pytest.raises(RemoteProtocolError):
+            await asyncio.wait_for(waiting, 5)
+        await resp.aclose()
+
+
+async def test_cancelled_pool_waiter_does_not_leak_its_slot() -> None:
+    engine = Engine(limits=Limits(max_connections=1))
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        while await srv.read_request(r):
+            w.write(OK)
+
+    async with RawServer(handler) as srv:
+        o = srv.origin
+        try:
+            held = await engine.request(o, b"GET", b"/", hdrs(o), b"", None, T)
+            waiter = asyncio.ensure_future(engine.request(o, b"GET", b"/", hdrs(o), b"", None, T))
+            for _ in range(100):
+                if engine.stats()["waiting"]:
+                    break
+                await asyncio.sleep(0)
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            assert await read_all(held) == b"ok"
+            for _ in range(3):  # the one connection is still usable, and reused
+                resp = await engine.request(o, b"GET", b"/", hdrs(o), b"", None, T)
+                assert await read_all(resp) == b"ok"
+            assert (engine.stats()["open"], srv.connections) == (1, 1)
+        finally:
+            await engine.aclose()
 
 
 async def test_small_pieces_are_joined_up_to_read_size() -> None:

@@ -452,10 +452,20 @@ class Connection(asyncio.BufferedProtocol):
         self._keep_alive = False
         if not self.discarded:
             self.discarded = True
+            if self._active and not self._complete and self._error is None:
+                # closed on our side (engine closed): never mistake this for a clean EOF
+                self._error = RemoteProtocolError(
+                    "the upstream connection was closed", request_sent=True
+                )
             t = self.transport
             if t is not None:
                 t.abort()
             self.pool.forget(self)
+            if self._waiter is not None:
+                self._wake()
+            dw = self._drain_waiter
+            if dw is not None and not dw.done():
+                dw.set_result(None)
 
     async def stop_writer(self) -> None:
         """Cancel the request body writer, if still running, and wait for it."""
