@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import http.cookiejar
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from frp_testing import run_server
 
@@ -147,3 +148,18 @@ async def test_response_headers_can_be_edited_before_sending(upstream: str) -> N
 async def _default_engine_lifespan(app: Any) -> AsyncIterator[None]:
     yield
     await aclose_default_sender()
+
+
+async def test_background_tasks_run_after_the_body(upstream: str) -> None:
+    ran = threading.Event()
+    app = FastAPI(lifespan=_default_engine_lifespan)
+
+    @app.get("/{path:path}")
+    async def route(request: Request, path: str, tasks: BackgroundTasks) -> Any:
+        tasks.add_task(ran.set)
+        return await frp_core.proxy_pass(request, upstream)
+
+    with run_server(app) as proxy:
+        async with httpx.AsyncClient(base_url=proxy.url) as client:
+            assert (await client.get("/bg")).json()["raw_path"] == "/bg"
+            assert await asyncio.to_thread(ran.wait, 10)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import httpx
 from frp_core_kit import raw_exchange
-from frp_testing import ServerThread
+from frp_testing import ServerThread, run_server
 
 
 def _names(record: dict[str, list[list[str]]]) -> list[str]:
@@ -146,3 +148,36 @@ async def test_override_body_kinds(oclient: httpx.AsyncClient) -> None:
 async def test_forward_query_false_drops_the_query(oclient: httpx.AsyncClient) -> None:
     record = (await oclient.get("/o/no-query/q?secret=1")).json()
     assert record["query_string"] == ""
+
+
+async def test_upstream_date_server_when_the_server_adds_none(
+    make_gateway: Any, mode: str, upstream: str
+) -> None:
+    app = make_gateway(upstream, mode, upstream_date_server=True)
+    with run_server(app, server_header=False, date_header=False) as proxy:
+        for path in [b"/p/x", b"/mnt/x"]:
+            request = b"GET " + path + b" HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n"
+            head = (await raw_exchange(proxy.port, request)).partition(b"\r\n\r\n")[0]
+            lines = [line.lower() for line in head.split(b"\r\n")[1:]]
+            assert [v for v in lines if v.startswith(b"server:")] == [b"server: uvicorn"]
+            assert len([v for v in lines if v.startswith(b"date:")]) == 1
+
+
+async def test_expect_100_continue_is_answered_by_the_proxy(proxy_server: ServerThread) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_server.port)
+    try:
+        writer.write(
+            b"POST /mnt/e HTTP/1.1\r\nHost: p\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 5\r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100")
+            writer.write(b"hello")
+            response = await reader.read(-1)
+    finally:
+        writer.close()
+    assert response.startswith(b"HTTP/1.1 200")
+    record = json.loads(response[response.index(b"{") : response.rindex(b"}") + 1])
+    assert record["body_length"] == 5
+    assert "expect" not in _names(record)
