@@ -1,6 +1,6 @@
 """frp_balance: load balancing with failover for frp-core."""
 
-from .__about__ import __version__
+from .__about__ import __version__ as __version__
 from ._attempts import Attempts
 from ._balancer import LoadBalancer
 from ._ewma import PeakEwma
@@ -18,5 +18,4 @@ __all__ = [
     "PassiveHealth",
     "PeakEwma",
     "Strategy",
-    "__version__",
 ]

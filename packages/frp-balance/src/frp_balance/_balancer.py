@@ -69,6 +69,7 @@ class LoadBalancer(Proxying):
         decay: float = 10.0,
         failure_penalty: float = 1.0,
         default_latency: float = 0.03,
+        tie_ratio: float = 1.25,
         window: float = 10.0,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -90,6 +91,8 @@ class LoadBalancer(Proxying):
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
         if retries < 0 or min_retries < 0 or not 0 <= retry_budget <= 1:
             raise ValueError("retries, min_retries >= 0 and 0 <= retry_budget <= 1 required")
+        if tie_ratio < 1:
+            raise ValueError("tie_ratio must be >= 1")
         if panic_threshold is not None and not 0 < panic_threshold <= 1:
             raise ValueError("panic_threshold must be in (0, 1]")
         self.strategy: Strategy = strategy
@@ -99,6 +102,7 @@ class LoadBalancer(Proxying):
         self.panic_threshold = panic_threshold
         self.failure_penalty = failure_penalty
         self.default_latency = default_latency
+        self.tie_ratio = tie_ratio
         self._decay = decay
         self._window = window
         self._rng = rng if rng is not None else random.Random()
@@ -257,7 +261,12 @@ class LoadBalancer(Proxying):
             )
         if strategy == "latency":
             open_ = [t for t in candidates if t not in self._fresh or not self._in_flight.get(t)]
-            return two_choices(open_ or candidates, lambda t: self._cost(t, now), self._rng)
+            latency = self._latencies(now)
+
+            def cost(t: str) -> float:
+                return latency[t] * (self._in_flight.get(t, 0) + 1) / self._weights.get(t, 1)
+
+            return two_choices(open_ or candidates, cost, self._rng, self.tie_ratio, self._is_idle)
         if strategy == "least_requests":
             return two_choices(
                 candidates,
@@ -280,18 +289,34 @@ class LoadBalancer(Proxying):
             self._ring = (targets, HashRing(targets))
         return self._ring[1]
 
-    def _latency(self, target: str, now: float) -> float:
-        """Peak-EWMA of real requests in seconds; the probe latency (or a default) before any."""
-        ewma = self._ewma.get(target)
-        value = ewma.get(now) if ewma is not None else None
-        if value is not None:
-            return value
-        probe = self._source.get_response_times().get(self._canon.get(target, target))
-        return probe / 1000.0 if probe is not None else self.default_latency
+    def _is_idle(self, target: str) -> bool:
+        return not self._in_flight.get(target)
 
-    def _cost(self, target: str, now: float) -> float:
-        weight = self._weights.get(target, 1)
-        return self._latency(target, now) * (self._in_flight.get(target, 0) + 1) / weight
+    def _latencies(self, now: float) -> dict[str, float]:
+        """Seconds per target: the peak-EWMA of real requests; before any, a prior.
+
+        The prior is the probe latency scaled by how real requests compare with probes on the
+        targets that have both (a probe opens a new connection and is usually slower), else
+        the mean of the real estimates, else ``default_latency``.
+        """
+        probes = self._source.get_response_times()
+        real: dict[str, float] = {}
+        probe: dict[str, float] = {}
+        for t in self.get_all():
+            ewma = self._ewma.get(t)
+            value = ewma.get(now) if ewma is not None else None
+            if value is not None:
+                real[t] = value
+            p = probes.get(self._canon.get(t, t))
+            if p is not None and p > 0:
+                probe[t] = p / 1000.0
+        both = [t for t in real if t in probe]
+        scale = sum(real[t] for t in both) / sum(probe[t] for t in both) if both else 1.0
+        mean = sum(real.values()) / len(real) if real else self.default_latency
+        return {
+            t: real[t] if t in real else probe[t] * scale if t in probe else mean
+            for t in self.get_all()
+        }
 
     # -- attempt bookkeeping (called by Attempts) ---------------------------------------------
 

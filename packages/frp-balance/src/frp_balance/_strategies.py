@@ -45,12 +45,28 @@ def smooth_weighted(
     return best
 
 
-def two_choices(candidates: Sequence[str], cost: Callable[[str], float], rng: random.Random) -> str:
-    """Power of two choices: the cheaper of two distinct random candidates."""
+def two_choices(
+    candidates: Sequence[str],
+    cost: Callable[[str], float],
+    rng: random.Random,
+    tie: float = 1.0,
+    idle: Callable[[str], bool] | None = None,
+) -> str:
+    """Power of two choices: the cheaper of two distinct random candidates.
+
+    Costs within a factor ``tie`` of each other count as equal and the first random pick wins.
+    When ``idle`` says both are idle, the pick is random with odds inverse to cost, so light
+    traffic still reaches (and keeps measuring) every target, the faster ones more often.
+    """
     if len(candidates) == 1:
         return candidates[0]
     a, b = rng.sample(candidates, 2)
-    return b if cost(b) < cost(a) else a
+    ca, cb = cost(a), cost(b)
+    if idle is not None and idle(a) and idle(b) and ca + cb > 0:
+        return a if rng.random() * (ca + cb) < cb else b
+    if ca <= cb or max(ca, cb) <= tie * min(ca, cb):
+        return a
+    return b
 
 
 def weighted_random(

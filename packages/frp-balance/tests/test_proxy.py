@@ -1,0 +1,153 @@
+"""LoadBalancer.proxy_pass over real sockets: uvicorn backends, a FastAPI gateway, httpx."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from frp_testing import ServerThread, unused_port
+
+from frp_balance import LoadBalancer
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(__import__("frp_core"), "proxy_pass"), reason="frp_core.proxy_pass not landed"
+)
+
+Start = Callable[..., ServerThread]
+
+
+def names(url: str, n: int, path: str = "/x") -> list[str]:
+    with httpx.Client(base_url=url) as client:
+        return [client.get(path).raise_for_status().text for _ in range(n)]
+
+
+def test_round_robin_order_and_weights(
+    servers: Start, backend: Callable[..., FastAPI], gateway: Callable[..., FastAPI]
+) -> None:
+    a, b, c = (servers(backend(n)) for n in "abc")
+    plain = servers(gateway(LoadBalancer([a.url, b.url, c.url])))
+    assert names(plain.url, 7) == list("abcabca")
+    weighted = servers(gateway(LoadBalancer([a.url, b.url, c.url], weights={a.url: 2})))
+    assert names(weighted.url, 8) == list("abcaabca")
+
+
+def test_a_refused_get_succeeds_on_another_backend(
+    servers: Start,
+    backend: Callable[..., FastAPI],
+    gateway: Callable[..., FastAPI],
+    settled: Callable[..., int],
+) -> None:
+    live = servers(backend("live"))
+    dead = f"http://127.0.0.1:{unused_port()}"
+    lb = LoadBalancer([dead, live.url])
+    gw = servers(gateway(lb))
+    assert names(gw.url, 4) == ["live"] * 4
+    stats = lb.stats()
+    assert stats["retries"] >= 1
+    assert stats["targets"][dead]["connect_error"] == stats["targets"][dead]["picks"]
+    assert settled(lb) == 0
+
+
+def test_all_down_answers_503_with_retry_after(
+    servers: Start, gateway: Callable[..., FastAPI]
+) -> None:
+    from frp_health import HealthChecker
+
+    checker = HealthChecker([f"http://127.0.0.1:{unused_port()}" for _ in range(2)], timeout=2)
+    lb = LoadBalancer(checker)
+    gw = servers(gateway(lb, checker))
+    r = httpx.get(gw.url + "/x")
+    assert r.status_code == 503
+    assert "retry-after" in r.headers
+    assert lb.stats()["no_target"] == 1
+
+
+def test_backends_of_different_speed_both_get_traffic_under_load(
+    servers: Start,
+    backend: Callable[..., FastAPI],
+    gateway: Callable[..., FastAPI],
+    settled: Callable[..., int],
+) -> None:
+    from frp_health import HealthChecker
+
+    fast, slow = servers(backend("fast")), servers(backend("slow", delay=0.05))
+    checker = HealthChecker([fast.url, slow.url], interval=60)
+    lb = LoadBalancer(checker)
+    gw = servers(gateway(lb, checker))
+
+    async def load() -> Counter[str]:
+        sem = asyncio.Semaphore(16)
+        async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
+
+            async def one() -> str:
+                async with sem:
+                    return (await client.get("/x")).raise_for_status().text
+
+            return Counter(await asyncio.gather(*(one() for _ in range(120))))
+
+    shares = asyncio.run(load())
+    assert shares["fast"] > shares["slow"] > 0
+    assert settled(lb) == 0
+
+
+def test_a_backend_that_starts_refusing_gets_only_a_handful(
+    servers: Start,
+    serve: Start,
+    backend: Callable[..., FastAPI],
+    gateway: Callable[..., FastAPI],
+    settled: Callable[..., int],
+) -> None:
+    from frp_health import HealthChecker
+
+    good = servers(backend("good"))
+    flaky = serve(backend("flaky"))
+    try:
+        checker = HealthChecker([good.url, flaky.url], interval=3600)
+        lb = LoadBalancer(checker, strategy="round_robin")
+        gw = servers(gateway(lb, checker))
+        assert set(names(gw.url, 10)) == {"good", "flaky"}
+    finally:
+        flaky.stop()  # refuses from now on; the next probe is an hour away
+    before = lb.stats()["targets"][flaky.url]["picks"]
+    assert names(gw.url, 40) == ["good"] * 40
+    after = lb.stats()["targets"][flaky.url]
+    assert after["picks"] - before <= 5  # frp-health ejects after 5 gateway failures in a row
+    assert after["connect_error"] == after["picks"] - before
+    assert settled(lb) == 0
+
+
+def test_hash_moves_about_a_quarter_of_keys_when_a_fourth_target_is_added(
+    servers: Start, backend: Callable[..., FastAPI], gateway: Callable[..., FastAPI]
+) -> None:
+    ups = [servers(backend(n)) for n in "abcd"]
+    three = LoadBalancer([u.url for u in ups[:3]], strategy="hash", hash_key="header:x-user")
+    four = LoadBalancer([u.url for u in ups], strategy="hash", hash_key="header:x-user")
+    gw3, gw4 = servers(gateway(three)), servers(gateway(four))
+
+    def placement(url: str) -> dict[str, str]:
+        with httpx.Client(base_url=url) as client:
+            return {
+                u: client.get("/x", headers={"x-user": u}).raise_for_status().text
+                for u in (f"user{i}" for i in range(120))
+            }
+
+    before, after = placement(gw3.url), placement(gw4.url)
+    assert placement(gw3.url) == before  # stable
+    moved = [u for u in before if before[u] != after[u]]
+    assert all(after[u] == "d" for u in moved)  # keys only move to the new target
+    assert 0.1 < len(moved) / len(before) < 0.45  # ideal 1/4
+
+
+def test_quick_start_shape_spreads_sequential_requests_over_equal_backends(
+    servers: Start, backend: Callable[..., FastAPI], gateway: Callable[..., FastAPI]
+) -> None:
+    from frp_health import HealthChecker
+
+    a, b = servers(backend("a")), servers(backend("b"))
+    checker = HealthChecker([a.url, b.url])
+    gw = servers(gateway(LoadBalancer(checker), checker))
+    assert set(names(gw.url, 20)) == {"a", "b"}
