@@ -103,6 +103,7 @@ class Backend:
             if gone.is_set() or self._released:
                 break
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await asyncio.sleep(0)  # let the server loop notice a disconnect
         await send({"type": "http.response.body", "body": b""})
         watcher.cancel()
 
