@@ -82,7 +82,7 @@ async def test_refused_connection_marks_down(backend) -> None:
 async def test_hanging_target_times_out_and_others_are_unaffected(backend) -> None:
     hanging, up = backend(), backend()
     hanging.mode = "hang"
-    checker = HealthChecker([hanging.url, up.url], timeout=0.3)
+    checker = HealthChecker([{"host": hanging.url, "timeout": 0.3}, {"host": up.url}])
     await checker.check_all()
     assert checker.get_healthy_targets() == [up.url]
     assert checker.snapshot()[hanging.url].last_error.startswith("timeout")
