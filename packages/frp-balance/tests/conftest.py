@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -126,7 +126,7 @@ def settled_fixture() -> Callable[..., int]:
 
 
 @pytest.fixture(name="until")
-def until_fixture() -> Callable[..., Any]:
+def until_fixture() -> Callable[..., Awaitable[None]]:
     return until
 
 

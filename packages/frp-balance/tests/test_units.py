@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -123,7 +124,10 @@ def test_concurrency_cap_skips_a_full_target_and_frees_on_done() -> None:
     assert lb.in_flight(A) == 0
 
 
-def test_a_refused_attempt_is_retried_once_on_another_target() -> None:
+def test_a_refused_attempt_is_retried_once_on_another_target(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="frp_balance")
     checker = Checker([A, B, C])
     lb = LoadBalancer(checker, strategy="round_robin")
     attempts = lb.route({"type": "http"})
@@ -137,6 +141,7 @@ def test_a_refused_attempt_is_retried_once_on_another_target() -> None:
     assert checker.reports == [(A, "connect_error", 0.001), (second, "connect_error", 0.001)]
     stats = lb.stats()
     assert (stats["requests"], stats["retries"], stats["retries_denied"]) == (1, 1, 1)
+    assert f"retrying on {second} after connect_error from {A}" in caplog.text
     assert stats["in_flight"] == 0
 
 
@@ -288,3 +293,24 @@ def test_peak_ewma_jumps_up_and_decays_over_time() -> None:
     e.observe(0.010, 10.1)
     assert 0.03 < (e.get(10.1) or 0) < 0.05
     assert (e.get(100.0) or 1) < 0.001
+
+
+def test_list_targets_keep_their_spelling_and_share_health_with_the_checker() -> None:
+    lb = LoadBalancer([A + "/", B])
+    assert lb.peek() == A + "/"
+    for _ in range(12):
+        r = lb.route({"type": "http"})
+        t = str(r.pick([]))
+        r.done(t, "connect_error" if t == A + "/" else "success", 0.0)
+    assert lb.stats()["targets"][A + "/"]["healthy"] is False
+    assert lb.stats()["targets"][A + "/"]["picks"] == 5
+    assert lb.get_all() == [A + "/", B]
+
+
+def test_max_requests_in_list_mode_uses_a_clock_window() -> None:
+    clock = Clock()
+    lb = LoadBalancer([A, B], clock=clock, window=10.0)
+    lb.max_requests = 1
+    assert [lb.get(), lb.get(), lb.get()] == [A, B, None]
+    clock.now += 10
+    assert lb.get() is not None
