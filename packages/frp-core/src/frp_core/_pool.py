@@ -208,9 +208,9 @@ class Engine:
             pool = self._pools[origin._key] = _Pool(self, origin, loop)
 
         # request head
-        if isinstance(body, bytes | bytearray | memoryview):
-            if body.__class__ is not bytes:
-                body = bytes(body)
+        if body.__class__ is not bytes and isinstance(body, bytearray | memoryview):
+            body = bytes(body)
+        if isinstance(body, bytes):
             if content_length is None:
                 framing = b"content-length: %d\r\n\r\n" % len(body) if body else b"\r\n"
             elif content_length != len(body):
