@@ -242,6 +242,22 @@ async def test_incomplete_body_raises_never_ends_cleanly(engine: Engine, respons
         assert engine.stats()["open"] == 0
 
 
+async def test_chunked_trailers_are_dropped(engine: Engine) -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        while await srv.read_request(r):
+            w.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n"
+                b"3\r\nabc\r\n0\r\nx-sum: 42\r\n\r\n"
+            )
+
+    async with RawServer(handler) as srv:
+        for _ in range(2):
+            resp = await engine.request(srv.origin, b"GET", b"/", hdrs(srv.origin), b"", None, T)
+            assert await read_all(resp) == b"abc"
+            assert [n for n, _ in resp.headers] == [b"transfer-encoding", b"trailer"]
+        assert srv.connections == 1  # and the connection is reused
+
+
 async def test_malformed_head(engine: Engine) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
         await srv.read_request(r)

@@ -344,6 +344,7 @@ class Connection(asyncio.BufferedProtocol):
         self._resp = UpstreamResponse(
             None, status, self._reason, version, self._headers, self._cl, has_body
         )
+        self._headers = []  # chunked trailers (reported through on_header) land here: dropped
         self._wake()
 
     def on_body(self, body: bytes) -> None:
