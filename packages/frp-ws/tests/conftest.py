@@ -103,7 +103,8 @@ class Upstream:
             pass
         finally:
             await ws.wait_closed()
-            self.closes.put_nowait((ws.close_code, ws.close_reason or ""))
+            state = ws.protocol if NEW_API else ws  # 13.x has these on the protocol only
+            self.closes.put_nowait((state.close_code, state.close_reason or ""))
 
     async def _command(self, ws: Any, message: str) -> None:
         verb, _, arg = message[1:].partition(" ")
@@ -147,9 +148,9 @@ class Proxy:
         options: dict[str, Any] = self.state["options"]
         return options
 
-    def finished(self) -> dict[str, Any]:
+    async def finished(self) -> dict[str, Any]:
         """Wait (bounded) for the proxied handler to return; what it left behind."""
-        result: dict[str, Any] = self.state["finished"].get(timeout=15)
+        result: dict[str, Any] = await asyncio.to_thread(self.state["finished"].get, timeout=15)
         return result
 
 
@@ -191,6 +192,7 @@ def proxy_server(**server_options: Any) -> Iterator[Proxy]:
     if server_options.pop("no_http_response", False):
         app = without_http_response(app)
     server_options.setdefault("ws_max_size", 16 * MiB)
+    server_options.setdefault("proxy_headers", False)  # the test client is not a proxy
     with run_server(app, **server_options) as server:
         yield Proxy(server, state)
 
@@ -269,3 +271,9 @@ async def close_of(ws: UpstreamConnection, limit: int = 100) -> tuple[int | None
 def closed() -> Any:
     """``await closed(ws)``: the close code and reason the client received."""
     return close_of
+
+
+@pytest.fixture
+def make_proxy() -> Any:
+    """``with make_proxy(ws=..., **uvicorn_options) as proxy``: a dedicated proxy server."""
+    return proxy_server

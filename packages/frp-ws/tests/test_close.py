@@ -49,8 +49,16 @@ def test_library_initiated_upstream_closes():
 
 @pytest.mark.parametrize(
     ("received", "expected"),
-    [(1000, 1000), (1001, 1001), (4000, 4000), (1009, 1009), (1005, 1000), (1006, 1001),
-     (1012, 1001), (None, 1000)],
+    [
+        (1000, 1000),
+        (1001, 1001),
+        (4000, 4000),
+        (1009, 1009),
+        (1005, 1000),
+        (1006, 1001),
+        (1012, 1001),
+        (None, 1000),
+    ],
 )
 def test_client_codes_reach_the_upstream_as_sendable_codes(received, expected):
     assert from_client(received, "")[0] == expected

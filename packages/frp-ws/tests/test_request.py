@@ -87,8 +87,16 @@ def test_headers_end_to_end_only():
     assert ("cookie", "a=1") in out
     assert [v for n, v in out if n == "x-dup"] == ["1", "2"]
     assert ("user-agent", "browser/1") in out
-    for name in ("host", "connection", "x-hop", "upgrade", "sec-websocket-key",
-                 "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"):
+    for name in (
+        "host",
+        "connection",
+        "x-hop",
+        "upgrade",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+    ):
         assert name not in names
     assert [v for n, v in out if n == "x-forwarded-for"] == ["10.0.0.9"]
     assert ("x-forwarded-host", "proxy.example") in out
@@ -99,8 +107,9 @@ def test_additional_and_override_headers():
     s = scope(headers=[(b"cookie", b"a=1"), (b"x-a", b"old")])
     out = upstream_headers(s, additional={"X-A": "new"}, override=None, trusted=TrustedProxies())
     assert [v for n, v in out if n == "x-a"] == ["new"]
-    out = upstream_headers(s, additional=None, override={"X-Only": "1", "Host": "h"},
-                           trusted=TrustedProxies())
+    out = upstream_headers(
+        s, additional=None, override={"X-Only": "1", "Host": "h"}, trusted=TrustedProxies()
+    )
     assert ("x-only", "1") in out
     assert "cookie" not in [n for n, _ in out]
     assert "host" not in [n for n, _ in out]
@@ -108,7 +117,14 @@ def test_additional_and_override_headers():
 
 def test_response_headers_keep_cookies_drop_handshake():
     out = response_headers(
-        [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Upgrade", "websocket"),
-         ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", "x"), ("Date", "d"), ("Server", "s")]
+        [
+            ("Set-Cookie", "a=1"),
+            ("Set-Cookie", "b=2"),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", "x"),
+            ("Date", "d"),
+            ("Server", "s"),
+        ]
     )
     assert out == [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]

@@ -8,6 +8,7 @@ otherwise; on 14+ ``websockets.legacy`` (deprecated, it warns) is never imported
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -27,7 +28,6 @@ __all__ = [
     "UpstreamConnection",
     "connect",
 ]
-
 
 
 def _has_module(name: str) -> bool:
@@ -217,12 +217,38 @@ async def connect(
         kwargs["user_agent_header"] = None
     if "proxy" in _PARAMS:
         kwargs["proxy"] = None
+    protocols: list[Any] = []
     if not NEW_ASYNCIO:
-        kwargs["create_protocol"] = _Protocol
+
+        def create_protocol(*args: Any, **kw: Any) -> Any:
+            protocols.append(_Protocol(*args, **kw))
+            return protocols[-1]
+
+        kwargs["create_protocol"] = create_protocol
     if ssl is not None:
         kwargs["ssl"] = ssl
     try:
-        ws = await _CONNECT(url, **kwargs)
+        ws = await _open(url, kwargs)
+    except BaseException:
+        await _legacy_cleanup(protocols)
+        raise
+    return UpstreamConnection(ws, ws.response.headers if NEW_ASYNCIO else ws.response_headers)
+
+
+async def _legacy_cleanup(protocols: list[Any]) -> None:
+    """Let a failed legacy handshake's closing task finish (it would outlive the call)."""
+    for protocol in protocols:
+        task = getattr(protocol, "close_connection_task", None)
+        if task is not None and not task.done():
+            protocol.transport.abort()  # the handshake failed: no closing handshake to wait for
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), 5)
+
+
+async def _open(url: str, kwargs: dict[str, Any]) -> Any:
+    """Open the connection, translating every failure into this module's exceptions."""
+    try:
+        return await _CONNECT(url, **kwargs)
     except HandshakeRefused:
         raise
     except _exc.InvalidStatus as exc:  # 13+: response and body are on the exception
@@ -238,4 +264,3 @@ async def connect(
         raise HandshakeRefused(302, [("Location", exc.location)], b"") from None
     except (OSError, _exc.WebSocketException):
         raise ConnectError() from None
-    return UpstreamConnection(ws, ws.response.headers if NEW_ASYNCIO else ws.response_headers)

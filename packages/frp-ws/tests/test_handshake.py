@@ -1,0 +1,265 @@
+"""The opening handshake through the tunnel: subprotocols, headers, path, refusals, failover."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from frp_testing import run_server, unused_port
+
+from frp_core._routing import Outcome
+from frp_ws import WebSocketProxy
+from frp_ws._compat import IMPLEMENTATION, HandshakeRefused
+
+
+def header(headers, name):
+    return [v for n, v in headers if n.lower() == name]
+
+
+async def test_no_subprotocol_offered_means_no_header(proxy, upstream, ws_client):
+    ws = await ws_client(proxy.ws_url + "/")
+    assert ws.subprotocol is None
+    assert header(upstream.seen[0]["headers"], "sec-websocket-protocol") == []
+    await ws.close(1000)
+
+
+async def test_upstream_choice_reaches_the_client(proxy, make_upstream, ws_client):
+    async with make_upstream(subprotocols=["v2.chat"]) as up:
+        proxy.state["upstream"] = up.url
+        ws = await ws_client(proxy.ws_url + "/", subprotocols=["v1.chat", "v2.chat"])
+        assert ws.subprotocol == "v2.chat"
+        assert up.seen[0]["subprotocol"] == "v2.chat"
+        assert header(up.seen[0]["headers"], "sec-websocket-protocol") == ["v1.chat, v2.chat"]
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+        await ws.close(1000)
+
+
+async def test_single_subprotocol_and_upstream_declining(proxy, make_upstream, ws_client):
+    async with make_upstream(subprotocols=["mqtt"]) as up:
+        proxy.state["upstream"] = up.url
+        ws = await ws_client(proxy.ws_url + "/", subprotocols=["mqtt"])
+        assert ws.subprotocol == "mqtt"
+        await ws.close(1000)
+        # Legacy servers accept without a subprotocol, newer ones answer 400: either reaches
+        # the client unchanged.
+        outcome = await asyncio.gather(
+            ws_client(proxy.ws_url + "/", subprotocols=["stomp"]), return_exceptions=True
+        )
+        if isinstance(outcome[0], HandshakeRefused):
+            assert outcome[0].status == 400
+        else:
+            assert outcome[0].subprotocol is None
+            await outcome[0].close(1000)
+
+
+async def test_end_to_end_headers_forwarded_hop_by_hop_not(proxy, upstream, ws_client):
+    ws = await ws_client(
+        proxy.ws_url + "/",
+        headers=[
+            ("Cookie", "session=abc"),
+            ("Authorization", "Bearer t0k3n"),
+            ("Origin", "https://app.example"),
+            ("User-Agent", "my-browser/1.0"),
+            ("X-Custom", "one"),
+            ("X-Custom", "two"),
+            ("Proxy-Authorization", "Basic secret"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("X-Forwarded-For", "6.6.6.6"),
+        ],
+    )
+    seen = upstream.seen[0]["headers"]
+    assert header(seen, "cookie") == ["session=abc"]
+    assert header(seen, "authorization") == ["Bearer t0k3n"]
+    assert header(seen, "origin") == ["https://app.example"]
+    assert header(seen, "user-agent") == ["my-browser/1.0"]  # the library adds none of its own
+    assert header(seen, "x-custom") == ["one", "two"]
+    for name in ("proxy-authorization", "keep-alive", "te"):
+        assert header(seen, name) == []
+    assert header(seen, "x-forwarded-for") == ["127.0.0.1"]  # a spoofed value is replaced
+    assert header(seen, "host") == [f"127.0.0.1:{upstream.port}"]
+    assert header(seen, "sec-websocket-version") == ["13"]  # exactly one handshake's worth
+    assert len(header(seen, "sec-websocket-key")) == 1
+    assert len(header(seen, "upgrade")) == 1
+    await ws.close(1000)
+
+
+async def test_path_and_query_byte_exact_under_a_prefix(proxy, upstream, ws_client):
+    proxy.state["upstream"] = upstream.url + "/base"
+    target = "/p/a%2Fb/..%2fc/@127.0.0.1:1/x?flag&sig=a%2Bb%3D&e="
+    ws = await ws_client(proxy.ws_url + target)
+    assert upstream.seen[0]["path"] == "/base" + target
+    await ws.close(1000)
+
+
+async def test_path_cannot_reach_another_host(proxy, upstream, ws_client):
+    ws = await ws_client(proxy.ws_url + "//evil.invalid/x")
+    assert upstream.seen[0]["path"] == "//evil.invalid/x"
+    await ws.close(1000)
+
+
+async def test_compression_is_negotiated_per_hop(proxy, upstream, ws_client):
+    ws = await ws_client(proxy.ws_url + "/", compression="deflate")
+    assert (
+        "permessage-deflate" in (header(ws.response_headers, "sec-websocket-extensions") or [""])[0]
+    )
+    assert "permessage-deflate" in (upstream.seen[0]["extensions"] or "")
+    text = "compressible " * 10_000
+    await ws.send(text)
+    assert await ws.recv() == text
+    await ws.close(1000)
+
+    proxy.options["compression"] = None
+    ws = await ws_client(proxy.ws_url + "/", compression="deflate")
+    assert upstream.seen[1]["extensions"] is None
+    await ws.send(text)
+    assert await ws.recv() == text
+    await ws.close(1000)
+
+
+async def test_upstream_response_cookies_reach_the_client(proxy, upstream, ws_client):
+    ws = await ws_client(proxy.ws_url + "/")
+    assert header(ws.response_headers, "upgrade") == ["websocket"]  # from uvicorn, once
+    await ws.close(1000)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(401, b"login first"), (403, b"forbidden"), (404, b"no such room"), (500, b"oops")],
+)
+async def test_refusal_status_and_body_reach_the_client(proxy, upstream, ws_client, status, body):
+    upstream.refuse = (status, [("WWW-Authenticate", 'Bearer realm="x"')], body)
+    with pytest.raises(HandshakeRefused) as info:
+        await ws_client(proxy.ws_url + "/")
+    assert info.value.status == status
+    assert info.value.body == body
+    assert header(info.value.headers, "www-authenticate") == ['Bearer realm="x"']
+    assert (await proxy.finished())["tasks"] == []
+
+
+async def test_redirect_is_passed_back_not_followed(proxy, upstream, ws_client):
+    upstream.refuse = (307, [("Location", f"ws://127.0.0.1:{unused_port()}/x")], b"")
+    with pytest.raises(HandshakeRefused) as info:
+        await ws_client(proxy.ws_url + "/")
+    assert info.value.status in (302, 307)  # websockets 11-12 do not expose the exact 3xx
+    assert len(upstream.seen) == 0
+
+
+async def test_unreachable_upstream_is_502_without_address(proxy, ws_client):
+    port = unused_port()
+    proxy.state["upstream"] = f"http://127.0.0.1:{port}"
+    with pytest.raises(HandshakeRefused) as info:
+        await ws_client(proxy.ws_url + "/")
+    assert info.value.status == 502
+    assert info.value.body == b"Bad Gateway"
+    assert b"127.0.0.1" not in info.value.body
+
+
+async def test_silent_upstream_is_504(proxy, ws_client):
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await reader.read()  # until the proxy gives up
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        proxy.state["upstream"] = f"http://127.0.0.1:{port}"
+        proxy.options["timeout"] = 0.5
+        with pytest.raises(HandshakeRefused) as info:
+            await ws_client(proxy.ws_url + "/")
+        assert info.value.status == 504
+        assert info.value.body == b"Gateway Timeout"
+        assert len(accepted) == 1
+        for writer in accepted:
+            writer.close()
+
+
+async def test_server_without_http_response_closes_before_accept(upstream, ws_client, make_proxy):
+    upstream.refuse = (401, [], b"login first")
+    with make_proxy(ws="wsproto", no_http_response=True) as proxy:
+        proxy.state["upstream"] = upstream.url
+        with pytest.raises(HandshakeRefused) as info:
+            await ws_client(proxy.ws_url + "/")
+        assert info.value.status == 403  # uvicorn's answer to a close before accept
+        assert b"login" not in info.value.body
+
+
+async def test_websockets_sansio_server(upstream, ws_client, make_proxy):
+    if IMPLEMENTATION == "legacy":
+        pytest.skip("uvicorn's websockets-sansio server fails at runtime on websockets 11-12")
+    server = make_proxy(ws="websockets-sansio")
+    proxy = server.__enter__()
+    try:
+        proxy.state["upstream"] = upstream.url
+        ws = await ws_client(proxy.ws_url + "/", subprotocols=["a"])
+        await ws.send(b"\x01" * 1000)
+        assert await ws.recv() == b"\x01" * 1000
+        await ws.close(4001, "done")
+        assert await upstream.closes.get() == (4001, "done")
+        upstream.refuse = (403, [], b"nope")
+        with pytest.raises(HandshakeRefused) as info:
+            await ws_client(proxy.ws_url + "/")
+        assert (info.value.status, info.value.body) == (403, b"nope")
+    finally:
+        server.__exit__(None, None, None)
+
+
+class Pool:
+    """A minimal ``frp_core.Upstreams``: targets in order, every ``done`` recorded."""
+
+    def __init__(self, targets):
+        self.targets = targets
+        self.done_calls: list[tuple[str, Outcome]] = []
+
+    def pick(self, tried):
+        rest = [t for t in self.targets if t not in tried]
+        return rest[0] if rest else None
+
+    def done(self, target, outcome, elapsed):
+        assert elapsed >= 0
+        self.done_calls.append((target, outcome))
+
+
+async def test_failover_to_the_next_target_before_accept(proxy, upstream, ws_client):
+    dead = f"http://127.0.0.1:{unused_port()}"
+    pool = Pool([dead, upstream.url])
+    proxy.state["upstream"] = pool
+    ws = await ws_client(proxy.ws_url + "/")
+    await ws.send("x")
+    assert await ws.recv() == "x"
+    await ws.close(1000)
+    await proxy.finished()
+    assert pool.done_calls == [(dead, Outcome.CONNECT_ERROR), (upstream.url, Outcome.SUCCESS)]
+
+
+async def test_failover_on_gateway_errors_and_last_status_wins(proxy, make_upstream, ws_client):
+    async with make_upstream() as a, make_upstream() as b:
+        a.refuse = (503, [], b"busy")
+        b.refuse = (503, [], b"busy too")
+        pool = Pool([a.url, b.url])
+        proxy.state["upstream"] = pool
+        with pytest.raises(HandshakeRefused) as info:
+            await ws_client(proxy.ws_url + "/")
+        assert (info.value.status, info.value.body) == (503, b"busy too")
+        await proxy.finished()
+        assert pool.done_calls == [(a.url, Outcome.HTTP_5XX), (b.url, Outcome.HTTP_5XX)]
+
+
+async def test_empty_pool_is_503(proxy, ws_client):
+    proxy.state["upstream"] = Pool([])
+    with pytest.raises(HandshakeRefused) as info:
+        await ws_client(proxy.ws_url + "/")
+    assert info.value.status == 503
+
+
+async def test_asgi_app_form(upstream, ws_client):
+    with run_server(WebSocketProxy(upstream.url, max_size=None)) as server:
+        ws = await ws_client(server.ws_url + "/mounted?q=1")
+        await ws.send("via app")
+        assert await ws.recv() == "via app"
+        await ws.close(1000)
+        assert await upstream.closes.get() == (1000, "")
+        assert upstream.seen[0]["path"] == "/mounted?q=1"
