@@ -151,3 +151,16 @@ def test_quick_start_shape_spreads_sequential_requests_over_equal_backends(
     checker = HealthChecker([a.url, b.url])
     gw = servers(gateway(LoadBalancer(checker), checker))
     assert set(names(gw.url, 20)) == {"a", "b"}
+
+
+def test_load_balancer_is_a_router_for_reverse_proxy(
+    servers: Start, backend: Callable[..., FastAPI], settled: Callable[..., int]
+) -> None:
+    from frp_core import ReverseProxy, Router
+
+    a, b = servers(backend("a")), servers(backend("b"))
+    lb = LoadBalancer([a.url, b.url])
+    assert isinstance(lb, Router)
+    gw = servers(ReverseProxy(lb))
+    assert names(gw.url, 4) == ["a", "b", "a", "b"]
+    assert settled(lb) == 0

@@ -133,6 +133,7 @@ class LoadBalancer(Proxying):
         self._index = 0  # round robin: ties go to the target at this index first
         self._current: dict[str, int] = {}
         self._ring: tuple[tuple[str, ...], HashRing] | None = None
+        self._positions: tuple[tuple[str, ...], dict[str, int]] = ((), {})
         self._in_flight: dict[str, int] = {}
         self._ewma: dict[str, PeakEwma] = {}
         self._fresh: set[str] = set()  # at most one request in flight until a first success
@@ -227,6 +228,8 @@ class LoadBalancer(Proxying):
             pool = targets
             if commit:
                 self._counters["panic"] += 1
+        if not self._limits.bounded():
+            return [t for t in pool if t not in exclude] if exclude else pool
         return [t for t in pool if t not in exclude and self._limits.allows(t, self._in_flight)]
 
     def _window_marker(self, now: float) -> object:
@@ -253,7 +256,7 @@ class LoadBalancer(Proxying):
     def _select(self, candidates: list[str], key: str | None, now: float, *, commit: bool) -> str:
         strategy = self.strategy
         if strategy == "round_robin":
-            order = {t: i for i, t in enumerate(self.get_all())}
+            order = self._order()
             n = max(len(order), 1)
             current = self._current if commit else dict(self._current)
             return smooth_weighted(
@@ -261,10 +264,10 @@ class LoadBalancer(Proxying):
             )
         if strategy == "latency":
             open_ = [t for t in candidates if t not in self._fresh or not self._in_flight.get(t)]
-            latency = self._latencies(now)
+            latency = self._latency(now)
 
             def cost(t: str) -> float:
-                return latency[t] * (self._in_flight.get(t, 0) + 1) / self._weights.get(t, 1)
+                return latency(t) * (self._in_flight.get(t, 0) + 1) / self._weights.get(t, 1)
 
             return two_choices(open_ or candidates, cost, self._rng, self.tie_ratio, self._is_idle)
         if strategy == "least_requests":
@@ -283,6 +286,12 @@ class LoadBalancer(Proxying):
             return argmin(candidates, lambda t: probes.get(self._canon.get(t, t), math.inf))
         return weighted_random(candidates, self._weights, self._rng)
 
+    def _order(self) -> dict[str, int]:
+        targets = tuple(self.get_all())
+        if self._positions[0] != targets:
+            self._positions = (targets, {t: i for i, t in enumerate(targets)})
+        return self._positions[1]
+
     def _hash_ring(self) -> HashRing:
         targets = tuple(self.get_all())
         if self._ring is None or self._ring[0] != targets:
@@ -292,19 +301,37 @@ class LoadBalancer(Proxying):
     def _is_idle(self, target: str) -> bool:
         return not self._in_flight.get(target)
 
-    def _latencies(self, now: float) -> dict[str, float]:
+    def _estimate(self, target: str, now: float) -> float | None:
+        ewma = self._ewma.get(target)
+        return ewma.get(now) if ewma is not None else None
+
+    def _latency(self, now: float) -> Callable[[str], float]:
         """Seconds per target: the peak-EWMA of real requests; before any, a prior.
 
         The prior is the probe latency scaled by how real requests compare with probes on the
         targets that have both (a probe opens a new connection and is usually slower), else
-        the mean of the real estimates, else ``default_latency``.
+        the mean of the real estimates, else ``default_latency``.  Priors are computed only
+        when a target without samples is compared.
         """
+        priors: dict[str, float] | None = None
+
+        def latency(target: str) -> float:
+            nonlocal priors
+            value = self._estimate(target, now)
+            if value is not None:
+                return value
+            if priors is None:
+                priors = self._priors(now)
+            return priors.get(target, self.default_latency)
+
+        return latency
+
+    def _priors(self, now: float) -> dict[str, float]:
         probes = self._source.get_response_times()
         real: dict[str, float] = {}
         probe: dict[str, float] = {}
         for t in self.get_all():
-            ewma = self._ewma.get(t)
-            value = ewma.get(now) if ewma is not None else None
+            value = self._estimate(t, now)
             if value is not None:
                 real[t] = value
             p = probes.get(self._canon.get(t, t))
@@ -313,10 +340,7 @@ class LoadBalancer(Proxying):
         both = [t for t in real if t in probe]
         scale = sum(real[t] for t in both) / sum(probe[t] for t in both) if both else 1.0
         mean = sum(real.values()) / len(real) if real else self.default_latency
-        return {
-            t: real[t] if t in real else probe[t] * scale if t in probe else mean
-            for t in self.get_all()
-        }
+        return {t: probe[t] * scale if t in probe else mean for t in self.get_all()}
 
     # -- attempt bookkeeping (called by Attempts) ---------------------------------------------
 

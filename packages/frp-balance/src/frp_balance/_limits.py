@@ -21,6 +21,15 @@ class Limits:
         self.counts: dict[str, int] = {}
         self._marker: object = None
 
+    def bounded(self) -> bool:
+        """Whether any limit is set (when none is, every target is always allowed)."""
+        return (
+            self.default_rate is not None
+            or self.default_concurrency is not None
+            or any(v is not None for v in self.rate.values())
+            or any(v is not None for v in self.concurrency.values())
+        )
+
     def tick(self, marker: object) -> None:
         """Start a new window when ``marker`` changed."""
         if marker != self._marker:
