@@ -219,3 +219,10 @@ def test_the_simulation_is_deterministic() -> None:
     assert simulate("latency", backends(), requests=500, rate=250.0) == simulate(
         "latency", backends(), requests=500, rate=250.0
     )
+
+
+def test_latency_strategy_keeps_every_backend_in_use_at_low_load() -> None:
+    r = simulate("latency", backends(), requests=1000, rate=50.0)
+    fast, medium, slow = r.shares.values()
+    print(f"\nlatency at 50 req/s: {fast:.1%} {medium:.1%} {slow:.1%}, p99 {r.p99 * 1000:.1f} ms")
+    assert fast > medium > slow > 0.05  # faster ones more often, nobody starved of samples
