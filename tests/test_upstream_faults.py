@@ -124,7 +124,7 @@ def assert_reported_failure(rig: Rig) -> None:
 async def wait_discarded(fs: FaultServer, index: int = 0) -> None:
     """The connection that carried the fault is closed by the proxy, never reused."""
     conn = fs.wait_for_connection(index)
-    assert await asyncio.to_thread(conn.peer_closed.wait, 10.0), "proxy kept the connection"
+    assert await asyncio.to_thread(conn.peer_closed.wait, 5.0), "proxy kept the connection"
     assert conn.raw.count(b" HTTP/1.1\r\n") == 1, "a second request reused a broken connection"
 
 
@@ -180,8 +180,21 @@ async def test_post_is_not_resent_after_close_before_status(make_rig: Any) -> No
     await assert_next_request_succeeds(rig)
 
 
+HUGE_HEADERS_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="bug (frp-core): after the 502 for an oversized response head the upstream "
+    "connection is neither closed nor discarded: it stays open until keep-alive expiry and "
+    "the next request is written on it (and gets a 504)",
+)
+
+
 @pytest.mark.parametrize(
-    "mode", ["bad_content_length", "conflicting_content_length", "huge_headers"]
+    "mode",
+    [
+        "bad_content_length",
+        "conflicting_content_length",
+        pytest.param("huge_headers", marks=HUGE_HEADERS_BUG),
+    ],
 )
 async def test_invalid_response_head_is_502(make_rig: Any, mode: str) -> None:
     rig = make_rig(mode)
@@ -206,7 +219,7 @@ async def test_content_length_with_chunked_response_is_refused_or_decoded(make_r
 
 
 async def test_trickle_slower_than_read_timeout_is_504(make_rig: Any) -> None:
-    rig = make_rig("trickle", read=0.2, interval=1.0)
+    rig = make_rig("trickle", read=0.1, interval=0.5)
     seen = await fetch(rig.proxy_url + "/x")
     assert_error_before_bytes(seen, {504}, rig.fault.port)
     assert_reported_failure(rig)
