@@ -314,3 +314,14 @@ def test_max_requests_in_list_mode_uses_a_clock_window() -> None:
     assert [lb.get(), lb.get(), lb.get()] == [A, B, None]
     clock.now += 10
     assert lb.get() is not None
+
+
+def test_weight_and_max_in_flight_from_the_checkers_target_dicts() -> None:
+    from frp_health import HealthChecker
+
+    checker = HealthChecker([{"host": A, "weight": 3}, {"host": B, "max_in_flight": 1}])
+    lb = LoadBalancer(checker, strategy="round_robin")
+    assert [lb.get() for _ in range(4)] == [A, A, B, A]
+    held = [lb.route({"type": "http"}).pick([]) for _ in range(4)]  # A, A, B, A: B is full
+    assert held.count(B) == 1
+    assert {lb.route({"type": "http"}).pick([]) for _ in range(4)} == {A}
