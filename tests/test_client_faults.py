@@ -58,17 +58,22 @@ def _abort(sock: socket.socket, how: str) -> None:
 # -- aborted transfers -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
 @pytest.mark.parametrize("how", ["close", "reset"])
 async def test_abort_mid_upload_reaches_the_upstream_and_frees_the_slot(
-    fault: FaultServer, how: str
+    fault: FaultServer, how: str, framing: str
 ) -> None:
     declared = 8 << 20
     with _one_slot_proxy(fault) as proxy:
         sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
-        sock.sendall(
-            b"POST /upload HTTP/1.1\r\nHost: proxy\r\nContent-Length: %d\r\n\r\n" % declared
-        )
-        sock.sendall(pattern(1 << 20))
+        if framing == "chunked":
+            head = b"Transfer-Encoding: chunked"
+            body = b"100000\r\n" + pattern(1 << 20) + b"\r\n" + b"100000\r\n" + pattern(1000)
+        else:
+            head = b"Content-Length: %d" % declared
+            body = pattern(1 << 20)
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: proxy\r\n" + head + b"\r\n\r\n")
+        sock.sendall(body)
         conn = await asyncio.to_thread(fault.wait_for_connection, 0)
         assert await asyncio.to_thread(fault.wait_until, lambda: len(conn.requests[0].body) > 0), (
             "the upload did not stream to the upstream"
@@ -76,7 +81,7 @@ async def test_abort_mid_upload_reaches_the_upstream_and_frees_the_slot(
         _abort(sock, how)
         assert await asyncio.to_thread(conn.peer_closed.wait, 10.0), "upstream never saw the abort"
         req = conn.requests[0]
-        assert not req.complete
+        assert not req.complete, "the upstream saw a complete request from an aborted upload"
         assert len(req.body) < declared
         assert bytes(req.body) == pattern(len(req.body)), "upload bytes corrupted on the way"
         # the only pooled slot was given back: a new request goes through

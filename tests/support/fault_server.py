@@ -278,6 +278,7 @@ class FaultServer:
             data = await reader.readexactly(size + 2)
             conn.raw += data
             req.body += data[:-2]
+            self._notify()
 
     async def _respond(
         self,
