@@ -271,6 +271,21 @@ async def test_malformed_head(engine: Engine) -> None:
         assert engine.stats()["open"] == 0
 
 
+async def test_endless_response_head_is_refused(engine: Engine) -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await srv.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\n")
+        with contextlib.suppress(ConnectionError):
+            for i in range(100_000):  # bounded: far beyond the engine's limit
+                w.write(b"x-filler-%d: %s\r\n" % (i, b"v" * 100))
+                await w.drain()
+
+    async with RawServer(handler) as srv:
+        with pytest.raises(RemoteProtocolError, match="too large"):
+            await engine.request(srv.origin, b"GET", b"/", hdrs(srv.origin), b"", None, T)
+        assert engine.stats()["max_buffered"] == 0
+
+
 async def test_unexpected_switching_protocols(engine: Engine) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
         await srv.read_request(r)

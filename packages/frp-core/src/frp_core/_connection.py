@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["UpstreamResponse"]
 
+#: Bytes an upstream may send before its (final) response head is complete.
+MAX_HEAD = 256 * 1024
 #: Body chunks at least this big are handed out as they are; smaller ones are joined.
 _JOIN_BELOW = 64 * 1024
 #: Write buffer limits of each transport (``pause_writing`` above ``WRITE_HIGH``).
@@ -151,6 +153,7 @@ class Connection(asyncio.BufferedProtocol):
         "_complete",
         "_drain_waiter",
         "_error",
+        "_head_size",
         "_headers",
         "_high",
         "_in_next",
@@ -224,6 +227,7 @@ class Connection(asyncio.BufferedProtocol):
         self._is_head = False
         self._keep_alive = False
         self._headers: Headers = []
+        self._head_size = 0
         self._reason = b""
         self._cl: int | None = None
         self._te: bytes | None = None
@@ -252,6 +256,8 @@ class Connection(asyncio.BufferedProtocol):
             self.discard()
             return
         self._rx = True
+        if self._resp is None:
+            self._head_size += len(data)
         try:
             self.parser.feed_data(data)
         except _HttpParserUpgrade:
@@ -262,6 +268,8 @@ class Connection(asyncio.BufferedProtocol):
             else:
                 msg = "malformed HTTP response body"
             self.fail(RemoteProtocolError(msg, request_sent=True))
+        if self._resp is None and self._head_size > MAX_HEAD and self._error is None:
+            self.fail(RemoteProtocolError("response head too large", request_sent=True))
         n = self._buffered
         if n > self._high and not self._reading_paused and not self.discarded:
             self._reading_paused = True

@@ -64,6 +64,7 @@ async def exchange(
     conn._cl = None
     conn._te = None
     conn._rx = False
+    conn._head_size = 0
     conn._stale = False
     conn._read_to = read_to
     conn._write_to = write_to
