@@ -1,10 +1,12 @@
-"""One upstream HTTP/1.1 connection: an ``asyncio.Protocol`` driving ``httptools``.
+"""One upstream HTTP/1.1 connection: an asyncio ``BufferedProtocol`` driving ``httptools``.
 
-No ``StreamReader``: bytes go from ``data_received`` into the parser, whose callbacks fill the
+No ``StreamReader``: bytes go from the transport into the parser, whose callbacks fill the
 response head and a list of body chunks.  A coroutine waits on at most one future at a time
 (``_waiter`` for the head or body, ``_drain_waiter`` for the request body writer); each wait has
-at most one ``call_later`` timer.  A task is created only to stream an iterable request body, so
-that the response can arrive (and be read) while the body is still being sent.
+at most one ``call_later`` timer.  The response to HEAD is complete at its head (the parser,
+which still expects the announced body, is replaced before the connection is reused); 1xx
+interim responses are skipped; a body with neither length nor chunking ends at EOF and makes
+the connection not reusable.  Anything unexpected discards the connection.
 """
 
 from __future__ import annotations
