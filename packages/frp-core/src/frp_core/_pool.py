@@ -15,8 +15,9 @@ import socket
 import ssl
 from collections.abc import AsyncIterable
 
+from ._body import UpstreamResponse
 from ._config import Limits, Timeouts
-from ._connection import Connection, UpstreamResponse
+from ._connection import Connection
 from ._errors import ConnectError, ConnectTimeout, LocalProtocolError, PoolTimeout
 from ._headers import Headers
 from ._origin import Origin

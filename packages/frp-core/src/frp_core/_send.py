@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 
-from ._connection import Connection, UpstreamResponse
+from ._body import UpstreamResponse
+from ._connection import Connection
 from ._errors import (
     LocalProtocolError,
     ReadTimeout,
