@@ -16,6 +16,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from frp_testing import ServerThread
 
 from frp_balance import LoadBalancer
+from frp_core import close_httpx_client, create_httpx_client
 
 
 def backend(name: str, *, delay: float = 0.0) -> FastAPI:
@@ -52,11 +53,15 @@ def gateway(lb: LoadBalancer, checker: Any = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if checker is None:
-            yield
-        else:
-            async with checker:
+        await create_httpx_client(app)
+        try:
+            if checker is None:
                 yield
+            else:
+                async with checker:
+                    yield
+        finally:
+            await close_httpx_client(app)
 
     app = FastAPI(lifespan=lifespan)
 

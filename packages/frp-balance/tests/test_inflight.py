@@ -13,10 +13,6 @@ from frp_testing import ServerThread
 
 from frp_balance import LoadBalancer
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(__import__("frp_core"), "proxy_pass"), reason="frp_core.proxy_pass not landed"
-)
-
 Start = Callable[..., ServerThread]
 
 

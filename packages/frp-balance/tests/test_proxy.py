@@ -7,15 +7,10 @@ from collections import Counter
 from collections.abc import Callable
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from frp_testing import ServerThread, unused_port
 
 from frp_balance import LoadBalancer
-
-pytestmark = pytest.mark.skipif(
-    not hasattr(__import__("frp_core"), "proxy_pass"), reason="frp_core.proxy_pass not landed"
-)
 
 Start = Callable[..., ServerThread]
 

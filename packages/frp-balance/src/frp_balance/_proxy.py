@@ -6,6 +6,8 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from frp_core import proxy_pass as _core_proxy_pass
+
 from ._attempts import Attempts
 
 WS_MISSING = (
@@ -38,8 +40,7 @@ class Proxying:
         The parameters are those of ``frp_core.proxy_pass``; no healthy target gives 503 with
         ``Retry-After``.
         """
-        core: Any = importlib.import_module("frp_core")
-        return await core.proxy_pass(
+        return await _core_proxy_pass(
             req,
             self.route(req.scope),
             path,
