@@ -234,8 +234,11 @@ def test_vector_is_rejected_or_normalised(proxy: Any, upstream: FaultServer, vec
             first = None
         if first is None:
             pytest.fail(f"{vector}: connection closed without any response")
-        status, _, body = first
+        status, head, body = first
         if status == 400:
+            assert b"\r\nconnection: close" in head.lower(), (
+                f"{vector}: 400 without Connection: close"
+            )
             rest = _rest_until_closed(sock, buf)
             assert rest is not None, f"{vector}: 400 but the connection stayed open"
             assert b"HTTP/1." not in rest, f"{vector}: a second response followed the 400"

@@ -153,26 +153,28 @@ async def run_suite(wstest: str, cases: list[str], timeout: float) -> int:
             spec_path = BUILD / "fuzzingclient.json"
             spec_path.write_text(json.dumps(spec, indent=2))
             print(f"autobahn: cases {','.join(cases)}: direct {upstream_url}, proxy {proxy.ws_url}")
-            process = await asyncio.create_subprocess_exec(
-                wstest,
-                "-m",
-                "fuzzingclient",
-                "-s",
-                str(spec_path),
-                cwd=str(BUILD),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-            try:
-                output, _ = await asyncio.wait_for(process.communicate(), timeout)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-                print(f"autobahn: FAIL wstest did not finish within {timeout:.0f}s")
-                return 1
-            (BUILD / "wstest.log").write_bytes(output)
+            log_path = BUILD / "wstest.log"
+            print(f"autobahn: running wstest (progress in {log_path})")
+            with log_path.open("wb") as log:
+                process = await asyncio.create_subprocess_exec(
+                    wstest,
+                    "-m",
+                    "fuzzingclient",
+                    "-s",
+                    str(spec_path),
+                    cwd=str(BUILD),
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
+                try:
+                    await asyncio.wait_for(process.wait(), timeout)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+                    print(f"autobahn: FAIL wstest did not finish within {timeout:.0f}s")
+                    return 1
             if process.returncode != 0:
-                print(output.decode(errors="replace")[-2000:])
+                print(log_path.read_text(errors="replace")[-2000:])
                 print(f"autobahn: FAIL wstest exited with {process.returncode}")
                 return 1
     finally:
