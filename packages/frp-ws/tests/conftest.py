@@ -11,6 +11,7 @@ import contextlib
 import http
 import importlib.util
 import json
+import os
 import queue
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -49,6 +50,7 @@ class Upstream:
         self.closes: asyncio.Queue[tuple[int | None, str]] = asyncio.Queue()
         self.refuse: tuple[int, list[tuple[str, str]], bytes] | None = None
         self.flood_sent = 0
+        self.flooded = asyncio.Event()
         self.server: Any = None
 
     @property
@@ -121,9 +123,11 @@ class Upstream:
             await ws.send(b"\xab" * int(arg))
         elif verb == "flood":
             count, size = map(int, arg.split())
+            noise = os.urandom(size - 4)  # incompressible, so the wire carries every byte
             for i in range(count):
-                await ws.send(i.to_bytes(4, "big") * (size // 4))
+                await ws.send(i.to_bytes(4, "big") + noise)
                 self.flood_sent = i + 1
+            self.flooded.set()
         elif verb == "headers":
             await ws.send(json.dumps(self.seen[-1]["headers"]))
 
@@ -244,9 +248,22 @@ async def client(
 
 
 @pytest.fixture
-def ws_client() -> Any:
-    """``await ws_client(url, subprotocols=..., headers=...)``: a real websockets client."""
-    return client
+async def ws_client() -> AsyncIterator[Any]:
+    """``await ws_client(url, subprotocols=..., headers=...)``: a real websockets client.
+
+    Every client is closed (its socket released) when the test ends.
+    """
+    opened: list[UpstreamConnection] = []
+
+    async def open_client(url: str, **kwargs: Any) -> UpstreamConnection:
+        ws = await client(url, **kwargs)
+        opened.append(ws)
+        return ws
+
+    yield open_client
+    for ws in opened:
+        with contextlib.suppress(Exception):
+            await ws.close(1000, "")
 
 
 @pytest.fixture

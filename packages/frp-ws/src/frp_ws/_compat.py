@@ -149,6 +149,9 @@ else:  # websockets 11 and 12
                 raise HandshakeRefused(
                     exc.status_code, list(exc.headers.raw_items()), body
                 ) from None
+            except asyncio.CancelledError:  # open_timeout: do not wait for a silent server
+                self.transport.abort()
+                raise
 
     class _LegacyConnect(_legacy.Connect):  # type: ignore[misc]
         def handle_redirect(self, uri: str) -> None:
