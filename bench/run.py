@@ -185,7 +185,7 @@ def _measure(
                     continue
                 for metric, value in metrics.items():
                     res["runs"].setdefault(f"{name}_{metric}", []).append(value)
-                shown = ", ".join(f"{k}={v:,.1f}" for k, v in metrics.items() if k != "errors")
+                shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
                 _log(f"run {rep + 1} {name:9} {system.key:10} {shown}")
 
 
