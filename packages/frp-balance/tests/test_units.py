@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from frp_balance import HashRing, LoadBalancer, PassiveHealth, PeakEwma
 
@@ -325,3 +327,14 @@ def test_weight_and_max_in_flight_from_the_checkers_target_dicts() -> None:
     held = [lb.route({"type": "http"}).pick([]) for _ in range(4)]  # A, A, B, A: B is full
     assert held.count(B) == 1
     assert {lb.route({"type": "http"}).pick([]) for _ in range(4)} == {A}
+
+
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=5))
+def test_smooth_weighted_round_robin_gives_each_target_its_weight_per_cycle(
+    weights: list[int],
+) -> None:
+    urls = [f"http://10.0.0.{i}:80" for i in range(len(weights))]
+    lb = LoadBalancer(urls, weights=dict(zip(urls, weights, strict=True)))
+    for _ in range(3):
+        cycle = Counter(lb.get() for _ in range(sum(weights)))
+        assert cycle == dict(zip(urls, weights, strict=True))
