@@ -87,7 +87,7 @@ async def test_end_to_end_headers_forwarded_hop_by_hop_not(proxy, upstream, ws_c
 
 async def test_path_and_query_byte_exact_under_a_prefix(proxy, upstream, ws_client):
     proxy.state["upstream"] = upstream.url + "/base"
-    target = "/p/a%2Fb/..%2fc/@127.0.0.1:1/x?flag&sig=a%2Bb%3D&e="
+    target = "/p/a%2Fb/..%2fc/@127.0.0.1:1/x;jsessionid=1?flag&sig=a%2Bb%3D&e="
     ws = await ws_client(proxy.ws_url + target)
     assert upstream.seen[0]["path"] == "/base" + target
     await ws.close(1000)

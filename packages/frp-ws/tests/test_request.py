@@ -24,6 +24,7 @@ def scope(raw_path=b"/", query=b"", headers=(), client=("10.0.0.9", 5000)):
     [
         ("http://up:8000", ("ws://up:8000", "")),
         ("https://up", ("wss://up", "")),
+        ("https://up:443", ("wss://up", "")),
         ("ws://up/api/", ("ws://up", "/api")),
         ("wss://[::1]:9/x", ("wss://[::1]:9", "/x")),
     ],

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from frp_core._headers import TrustedProxies, forwarding_headers, strip_hop_by_hop, via_value
+from frp_core._origin import Origin
 
 RawHeaders = list[tuple[bytes, bytes]]
 HeaderInput = Mapping[str, str] | Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
@@ -33,7 +34,6 @@ _FORWARDING = frozenset(
 #: Upstream handshake response headers not copied to the client (the server sets its own).
 _RESPONSE_SKIP = HANDSHAKE | frozenset({b"date", b"server"})
 
-_SCHEMES = {"ws": "ws", "http": "ws", "wss": "wss", "https": "wss"}
 # Bytes kept as they are in a path or query; anything else (controls, space, '#', non-ASCII)
 # is percent-encoded so that the upstream URL cannot be re-interpreted.
 _KEEP = frozenset(range(0x21, 0x7F)) - {ord("#")}
@@ -41,13 +41,9 @@ _KEEP = frozenset(range(0x21, 0x7F)) - {ord("#")}
 
 def base_url(url: str) -> tuple[str, str]:
     """``("ws://host:port", "/prefix")`` for a configured base URL (http(s) or ws(s))."""
-    parts = urlsplit(url.strip())
-    scheme = _SCHEMES.get(parts.scheme.lower())
-    if scheme is None or not parts.hostname:
-        raise ValueError("upstream must be an http://, https://, ws:// or wss:// URL with a host")
-    if parts.username is not None or parts.query or parts.fragment:
-        raise ValueError("upstream URL must not carry credentials, a query or a fragment")
-    return f"{scheme}://{parts.netloc}", parts.path.rstrip("/")
+    origin = Origin.parse(url)  # cached; raises ValueError for anything but a plain base URL
+    scheme = "wss" if origin.scheme == "https" else "ws"
+    return f"{scheme}://{origin.host_header.decode('ascii')}", origin.prefix.decode("ascii")
 
 
 def _escape(data: bytes) -> str:
