@@ -323,3 +323,35 @@ async def test_broken_target_fails_over_and_is_reported_to_passive_health(mode: 
         assert checker.target_snapshot(good.url).last_error is None
         assert 1 <= len(bad.requests) <= 3, "a failing target kept receiving requests"
         assert len(good.requests) == 20
+
+
+# -- a keep-alive connection the upstream closes as a request arrives -----------------------
+
+
+async def test_idempotent_request_on_a_stale_keepalive_connection_is_retried(
+    make_rig: Any,
+) -> None:
+    """The upstream's keep-alive timeout fires as the next request arrives (it closes without
+    answering): a GET is retried once on a fresh connection, the client sees only a 200."""
+    rig = make_rig("close_reused")
+    for i in range(4):
+        seen = await fetch(f"{rig.proxy_url}/get/{i}")
+        assert (seen.status, seen.body, seen.error) == (200, OK_BODY, None)
+    answered = [r.target for c in rig.fault.connections for r in c.requests[:1]]
+    assert answered == [f"/get/{i}".encode() for i in range(4)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug (frp-core): a POST written on a reused keep-alive connection that the upstream "
+    "then closes without answering is replayed on a new connection: the upstream receives "
+    "it twice (only a request never written may be retried; RFC 9110 §9.2.2)",
+)
+async def test_post_on_a_stale_keepalive_connection_is_never_replayed(make_rig: Any) -> None:
+    rig = make_rig("close_reused")
+    seen = await fetch(rig.proxy_url + "/warm")  # leaves one idle keep-alive connection
+    assert seen.status == 200
+    seen = await fetch(rig.proxy_url + "/pay", "POST", b"amount=100")
+    posts = [r for r in rig.fault.requests if r.target == b"/pay"]
+    assert len(posts) == 1, f"the upstream received the POST {len(posts)} times"
+    assert_error_before_bytes(seen, {502}, rig.fault.port)

@@ -109,6 +109,8 @@ MODES = {
     "informational": "100 Continue and 103 Early Hints before the final 200",
     "stream": "200 with `total` bytes of PATTERN, counting what it manages to send",
     "record": "read the whole request (or up to the peer's abort) and answer 200",
+    "close_reused": "answer the first request on a connection; close on the next (a keep-alive "
+    "timeout firing as a request arrives)",
 }
 
 
@@ -290,6 +292,12 @@ class FaultServer:
     ) -> bool:
         if not req.complete:
             return False
+        if mode == "close_reused":
+            if len(conn.requests) > 1:
+                return False
+            writer.write(_ok())
+            await writer.drain()
+            return True
         if mode in ("ok", "record"):
             writer.write(_ok())
             await writer.drain()
