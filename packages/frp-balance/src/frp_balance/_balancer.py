@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ._attempts import Attempts
-from ._ewma import PeakEwma
+from ._ewma import Latencies
 from ._keys import HashKey, key_func
 from ._limits import Limits
 from ._proxy import Proxying
@@ -101,9 +101,7 @@ class LoadBalancer(Proxying):
         self.min_retries = min_retries
         self.panic_threshold = panic_threshold
         self.failure_penalty = failure_penalty
-        self.default_latency = default_latency
         self.tie_ratio = tie_ratio
-        self._decay = decay
         self._window = window
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock
@@ -135,7 +133,7 @@ class LoadBalancer(Proxying):
         self._ring: tuple[tuple[str, ...], HashRing] | None = None
         self._positions: tuple[tuple[str, ...], dict[str, int]] = ((), {})
         self._in_flight: dict[str, int] = {}
-        self._ewma: dict[str, PeakEwma] = {}
+        self._latencies = Latencies(decay, default_latency)
         self._fresh: set[str] = set()  # at most one request in flight until a first success
         self._known_healthy: set[str] | None = None
         self._active_retries = 0
@@ -249,8 +247,7 @@ class LoadBalancer(Proxying):
             name = self._canon.get(t, t)
             if name in healthy and (known is None or name not in known):
                 self._fresh.add(t)
-                if t in self._ewma:
-                    self._ewma[t].reset()
+                self._latencies.forget(t)
         self._known_healthy = healthy
 
     def _select(self, candidates: list[str], key: str | None, now: float, *, commit: bool) -> str:
@@ -264,7 +261,7 @@ class LoadBalancer(Proxying):
             )
         if strategy == "latency":
             open_ = [t for t in candidates if t not in self._fresh or not self._in_flight.get(t)]
-            latency = self._latency(now)
+            latency = self._latencies.scorer(now, self.get_all(), self._probes)
 
             def cost(t: str) -> float:
                 return latency(t) * (self._in_flight.get(t, 0) + 1) / self._weights.get(t, 1)
@@ -301,46 +298,10 @@ class LoadBalancer(Proxying):
     def _is_idle(self, target: str) -> bool:
         return not self._in_flight.get(target)
 
-    def _estimate(self, target: str, now: float) -> float | None:
-        ewma = self._ewma.get(target)
-        return ewma.get(now) if ewma is not None else None
-
-    def _latency(self, now: float) -> Callable[[str], float]:
-        """Seconds per target: the peak-EWMA of real requests; before any, a prior.
-
-        The prior is the probe latency scaled by how real requests compare with probes on the
-        targets that have both (a probe opens a new connection and is usually slower), else
-        the mean of the real estimates, else ``default_latency``.  Priors are computed only
-        when a target without samples is compared.
-        """
-        priors: dict[str, float] | None = None
-
-        def latency(target: str) -> float:
-            nonlocal priors
-            value = self._estimate(target, now)
-            if value is not None:
-                return value
-            if priors is None:
-                priors = self._priors(now)
-            return priors.get(target, self.default_latency)
-
-        return latency
-
-    def _priors(self, now: float) -> dict[str, float]:
-        probes = self._source.get_response_times()
-        real: dict[str, float] = {}
-        probe: dict[str, float] = {}
-        for t in self.get_all():
-            value = self._estimate(t, now)
-            if value is not None:
-                real[t] = value
-            p = probes.get(self._canon.get(t, t))
-            if p is not None and p > 0:
-                probe[t] = p / 1000.0
-        both = [t for t in real if t in probe]
-        scale = sum(real[t] for t in both) / sum(probe[t] for t in both) if both else 1.0
-        mean = sum(real.values()) / len(real) if real else self.default_latency
-        return {t: probe[t] * scale if t in probe else mean for t in self.get_all()}
+    def _probes(self) -> dict[str, float]:
+        """Probe latency in seconds per target (the checker reports milliseconds)."""
+        times = self._source.get_response_times()
+        return {t: ms / 1000.0 for t in self.get_all() if (ms := times.get(self._canon.get(t, t)))}
 
     # -- attempt bookkeeping (called by Attempts) ---------------------------------------------
 
@@ -379,10 +340,8 @@ class LoadBalancer(Proxying):
         stats[outcome] = stats.get(outcome, 0) + 1
         failed = outcome in FAILURE_OUTCOMES
         if elapsed is not None and (failed or outcome == "success"):
-            ewma = self._ewma.get(target)
-            if ewma is None:
-                ewma = self._ewma[target] = PeakEwma(self._decay)
-            ewma.observe(max(elapsed, self.failure_penalty) if failed else elapsed, self._clock())
+            sample = max(elapsed, self.failure_penalty) if failed else elapsed
+            self._latencies.observe(target, sample, self._clock())
         if outcome == "success":
             self._fresh.discard(target)
         if failed:
@@ -411,11 +370,10 @@ class LoadBalancer(Proxying):
         healthy = set(self._source.get_healthy_targets())
         targets: dict[str, dict[str, Any]] = {}
         for t in self.get_all():
-            ewma = self._ewma.get(t)
             targets[t] = {
                 **self._per_target.get(t, {"picks": 0}),
                 "in_flight": self._in_flight.get(t, 0),
-                "latency": ewma.get(now) if ewma is not None else None,
+                "latency": self._latencies.estimate(t, now),
                 "healthy": self._canon.get(t, t) in healthy,
             }
         return {**self._counters, "in_flight": self.in_flight(), "targets": targets}
