@@ -355,3 +355,23 @@ async def test_post_on_a_stale_keepalive_connection_is_never_replayed(make_rig: 
     posts = [r for r in rig.fault.requests if r.target == b"/pay"]
     assert len(posts) == 1, f"the upstream received the POST {len(posts)} times"
     assert_error_before_bytes(seen, {502}, rig.fault.port)
+
+
+async def test_unsolicited_bytes_after_a_response_never_answer_another_request(
+    make_rig: Any,
+) -> None:
+    """Response-queue poisoning: an upstream sends more than its Content-Length (here a whole
+    second response).  The client gets exactly the declared body (or a visible failure), and
+    the connection is not reused: the next request never receives the unsolicited response."""
+    rig = make_rig("overlong")
+    seen = await fetch(rig.proxy_url + "/first")
+    if seen.error is None and seen.status == 200:
+        assert seen.body == b"hello"
+    else:  # refusing the whole exchange is acceptable too, as long as it is visible
+        assert_visible_failure(seen, 5, rig.fault.port)
+    rig.fault.mode = "ok"
+    for i in range(3):
+        seen = await fetch(f"{rig.proxy_url}/next/{i}")
+        assert seen.body != b"INJECTED", "a queued unsolicited response answered another request"
+        assert (seen.status, seen.body, seen.error) == (200, OK_BODY, None)
+    await wait_discarded(rig.fault)

@@ -109,6 +109,7 @@ MODES = {
     "informational": "100 Continue and 103 Early Hints before the final 200",
     "stream": "200 with `total` bytes of PATTERN, counting what it manages to send",
     "record": "read the whole request (or up to the peer's abort) and answer 200",
+    "overlong": "a 5-byte Content-Length body followed by a second, unsolicited response",
     "close_reused": "answer the first request on a connection; close on the next (a keep-alive "
     "timeout firing as a request arrives)",
 }
@@ -292,6 +293,13 @@ class FaultServer:
     ) -> bool:
         if not req.complete:
             return False
+        if mode == "overlong":
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nINJECTED"
+            )
+            await writer.drain()
+            return await _linger(reader, conn)
         if mode == "close_reused":
             if len(conn.requests) > 1:
                 return False
