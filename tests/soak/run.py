@@ -342,21 +342,25 @@ async def _soak(args: argparse.Namespace, backends: list[Backend], proxy: Any) -
     warm_failed = [r for r in warm if not r.ok]
     await settle(proxy)
     before = snapshot(proxy)
-    print(f"soak: baseline {before} after {len(warm)} warm-up requests")
+    print(f"soak: baseline {before} after {len(warm)} warm-up requests", flush=True)
 
     victim = backends[1]
     kill_at, restart_at = args.requests // 3, 2 * args.requests // 3
     window: dict[str, float] = {}
 
+    step = max(1, args.requests // 10)
+
     async def on_progress(done: int) -> None:
+        if done % step == 0:
+            print(f"soak: {done}/{args.requests} requests", flush=True)
         if done == kill_at and "kill" not in window:
             window["kill"] = time.monotonic()
             victim.kill()
-            print(f"soak: killed {victim.name} after {done} requests")
+            print(f"soak: killed {victim.name} after {done} requests", flush=True)
         elif done == restart_at and "restart" not in window:
             victim.start()
             window["restart"] = time.monotonic()
-            print(f"soak: restarted {victim.name} after {done} requests")
+            print(f"soak: restarted {victim.name} after {done} requests", flush=True)
 
     t0 = time.monotonic()
     results = await drive(base, args.requests, args.concurrency, args.seed, on_progress)
