@@ -29,7 +29,7 @@ def quickstart(upstream: str) -> Any:
 
     from fastapi import FastAPI, Request, WebSocket
 
-    from fastapi_reverse_proxy import (  # type: ignore[attr-defined]
+    from fastapi_reverse_proxy import (
         HealthChecker,
         LoadBalancer,
         close_httpx_client,
@@ -63,7 +63,7 @@ def mounted(upstream: str) -> Any:
     """FastAPI with the pure ASGI proxy mounted at the root."""
     from fastapi import FastAPI
 
-    from frp_core import ReverseProxy  # type: ignore[attr-defined]
+    from frp_core import ReverseProxy
 
     app = FastAPI()
     app.mount("/", ReverseProxy(upstream))
@@ -72,7 +72,7 @@ def mounted(upstream: str) -> Any:
 
 def bare(upstream: str) -> Any:
     """The pure ASGI proxy as the whole application."""
-    from frp_core import ReverseProxy  # type: ignore[attr-defined]
+    from frp_core import ReverseProxy
 
     return ReverseProxy(upstream)
 

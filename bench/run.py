@@ -22,6 +22,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ def _meta(args: argparse.Namespace, pinning: str) -> dict[str, Any]:
         "httptools",
         "httpx",
     ]
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in dists:
         try:
             versions[dist] = md.version(dist)
@@ -137,15 +138,17 @@ def _on_term(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through `finally`: our servers are stopped
 
 
+def _get(system: systems.System, c: int, args: argparse.Namespace) -> dict[str, float]:
+    return workloads.small_get(system, c, args.duration, args.load)
+
+
 def _plan(
     args: argparse.Namespace,
 ) -> list[tuple[str, Callable[[systems.System], dict[str, float]]]]:
     """(workload name, measure) pairs; a measure returns metrics without the name prefix."""
     plan: list[tuple[str, Callable[[systems.System], dict[str, float]]]] = []
     for c in report.CONCURRENCY:
-        plan.append(
-            (f"get_c{c}", lambda s, c=c: workloads.small_get(s, c, args.duration, args.load))
-        )
+        plan.append((f"get_c{c}", partial(_get, c=c, args=args)))
     transfer_timeout = max(120.0, args.size / 20e6)  # >= 20 MB/s or it is cut
     plan += [
         ("download", lambda s: workloads.download(s, args.size, transfer_timeout)),

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Literal
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -147,7 +147,12 @@ def ws_protocol() -> str:
     return "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "websockets"
 
 
-def serve(target: Any, fd: int | None, port: int | None, lifespan: str = "auto") -> None:
+def serve(
+    target: Any,
+    fd: int | None,
+    port: int | None,
+    lifespan: Literal["auto", "on", "off"] = "auto",
+) -> None:
     """Serve ``target`` with one uvicorn worker, uvloop and httptools, on 127.0.0.1.
 
     An inherited ``fd`` is wrapped as the TCP socket it is (uvicorn's own ``fd=`` option
