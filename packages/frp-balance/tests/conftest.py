@@ -19,9 +19,14 @@ from frp_balance import LoadBalancer
 from frp_core import close_httpx_client, create_httpx_client
 
 
-def backend(name: str, *, delay: float = 0.0) -> FastAPI:
-    """A backend that answers with its name; ``/stream`` streams until the client leaves."""
+def backend(name: str, *, delay: float = 0.0, probe_status: int = 200) -> FastAPI:
+    """A backend that answers with its name; ``/stream`` streams until the client leaves;
+    ``/health`` answers ``probe_status``."""
     app = FastAPI()
+
+    @app.api_route("/health", methods=["GET", "HEAD"])
+    async def health() -> PlainTextResponse:
+        return PlainTextResponse(name, status_code=probe_status)
 
     @app.get("/stream")
     async def stream(chunks: int = 0) -> StreamingResponse:

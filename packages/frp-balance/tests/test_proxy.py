@@ -174,3 +174,19 @@ def test_a_plain_list_with_every_backend_down_answers_the_real_error(
         statuses = {client.get("/x").status_code for _ in range(12)}
     assert statuses == {502}  # fail open: never every target ejected, so no blind 503
     assert lb.stats()["retries"] >= 1
+
+
+def test_panic_mode_serves_when_every_probe_fails_but_traffic_works(
+    servers: Start, backend: Callable[..., FastAPI], gateway: Callable[..., FastAPI]
+) -> None:
+    from frp_health import HealthChecker
+
+    ups = [servers(backend(n, probe_status=500)) for n in "ab"]
+    strict_checker = HealthChecker([u.url for u in ups], ping_path="/health")
+    panic_checker = HealthChecker([u.url for u in ups], ping_path="/health")
+    strict = servers(gateway(LoadBalancer(strict_checker), strict_checker))
+    panic_lb = LoadBalancer(panic_checker, panic_threshold=0.5)
+    panic = servers(gateway(panic_lb, panic_checker))
+    assert httpx.get(strict.url + "/x").status_code == 503
+    assert set(names(panic.url, 12)) == {"a", "b"}
+    assert panic_lb.stats()["panic"] == 12

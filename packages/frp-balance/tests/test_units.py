@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from frp_balance import HashRing, LoadBalancer, PassiveHealth, PeakEwma
+from frp_balance import HashRing, LoadBalancer, PassiveHealth, PeakEwma, Strategy
 
 A, B, C = "http://127.0.0.1:9001", "http://127.0.0.1:9002", "http://127.0.0.1:9003"
 
@@ -338,3 +338,12 @@ def test_smooth_weighted_round_robin_gives_each_target_its_weight_per_cycle(
     for _ in range(3):
         cycle = Counter(lb.get() for _ in range(sum(weights)))
         assert cycle == dict(zip(urls, weights, strict=True))
+
+
+@pytest.mark.parametrize("strategy", ["latency", "least_requests", "random", "round_robin"])
+def test_peek_predicts_the_next_get_and_changes_nothing(strategy: Strategy) -> None:
+    lb = LoadBalancer(Checker([A, B, C]), strategy=strategy, rng=random.Random(11))
+    for _ in range(20):
+        predicted = lb.peek()
+        assert lb.peek() == predicted
+        assert lb.get() == predicted
