@@ -347,7 +347,10 @@ class LoadBalancer(Proxying):
         if failed:
             logger.debug("%s on %s after %.3f s", outcome, target, elapsed or 0.0)
         if self._report is not None:
-            self._report(self._canon.get(target, target), outcome, elapsed)
+            try:
+                self._report(self._canon.get(target, target), outcome, elapsed)
+            except Exception:  # a checker's bug must not break the response being relayed
+                logger.exception("health report for %s failed", target)
 
     def _target_stats(self, target: str) -> dict[str, int]:
         stats = self._per_target.get(target)
