@@ -1,4 +1,3 @@
-# ENGINEERS WORKING IN PARALLEL: read /tmp/common.md NOW (files you may edit, venv, commit rules, deadline 07:35 UTC). Remove nothing of this line; the lead removes it.
 """Timeouts and pool limits of the upstream engine."""
 
 from __future__ import annotations
@@ -30,7 +29,9 @@ class Timeouts:
             return cls(t, t, t, t)
         if all(hasattr(timeout, a) for a in ("connect", "read", "write", "pool")):
             return cls(timeout.connect, timeout.read, timeout.write, timeout.pool)
-        raise TypeError(f"timeout must be a number, None, Timeouts or httpx.Timeout, not {timeout!r}")
+        raise TypeError(
+            f"timeout must be a number, None, Timeouts or httpx.Timeout, not {timeout!r}"
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

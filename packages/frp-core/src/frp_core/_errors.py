@@ -1,4 +1,3 @@
-# ENGINEERS WORKING IN PARALLEL: read /tmp/common.md NOW (files you may edit, venv, commit rules, deadline 07:35 UTC). Remove nothing of this line; the lead removes it.
 """Errors of the upstream engine, each knowing the status a client should see.
 
 ``request_sent`` says whether any byte of the request reached the socket: failover logic uses it
