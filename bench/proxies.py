@@ -5,8 +5,11 @@ Forms:
   ``LoadBalancer(checker)``, the httpx client created in the lifespan, a FastAPI route calling
   ``lb.proxy_pass`` and a WebSocket route calling ``lb.proxy_pass_websocket``).  The same file
   runs on our meta-package and on ``fastapi-reverse-proxy==0.4.0`` in its own virtualenv.
-- ``mounted``: ``app.mount("/", ReverseProxy(upstream))`` in a FastAPI app (``frp_core``).
-- ``asgi``: the bare ``frp_core.ReverseProxy(upstream)`` ASGI app.
+- ``mounted``: ``app.mount("/", ReverseProxy(upstream))`` in a FastAPI app (``frp_core``), with
+  ``app.mount("/ws", WebSocketProxy(upstream))`` before it when frp-ws is installed (frp_core
+  answers WebSocket scopes with a close: it never imports frp_ws).
+- ``asgi``: the bare ``frp_core.ReverseProxy(upstream)`` ASGI app; WebSocket scopes are handed
+  to ``frp_ws.WebSocketProxy(upstream)`` when frp-ws is installed.
 
 Run as ``python proxies.py --form F --upstream URL --fd N``.  An import error exits with
 status 3 and one line ``unavailable: <reason>`` on stderr.  No ``from __future__ import
@@ -59,22 +62,46 @@ def quickstart(upstream: str) -> Any:
     return app
 
 
+def _websocket_app(upstream: str) -> Any:
+    """frp_ws's pure ASGI WebSocket tunnel, or None when frp-ws is not installed."""
+    try:
+        from frp_ws import WebSocketProxy
+    except ImportError as exc:
+        print(f"no WebSocket tunnel: {exc}", file=sys.stderr, flush=True)
+        return None
+    return WebSocketProxy(upstream)
+
+
 def mounted(upstream: str) -> Any:
-    """FastAPI with the pure ASGI proxy mounted at the root."""
+    """FastAPI with the pure ASGI proxy mounted at the root (and frp_ws's at ``/ws``)."""
     from fastapi import FastAPI
 
     from frp_core import ReverseProxy
 
     app = FastAPI()
+    ws_app = _websocket_app(upstream)
+    if ws_app is not None:
+        app.mount("/ws", ws_app)
     app.mount("/", ReverseProxy(upstream))
     return app
 
 
 def bare(upstream: str) -> Any:
-    """The pure ASGI proxy as the whole application."""
+    """The pure ASGI proxy as the whole application; WebSocket scopes go to frp_ws's."""
     from frp_core import ReverseProxy
 
-    return ReverseProxy(upstream)
+    http_app = ReverseProxy(upstream)
+    ws_app = _websocket_app(upstream)
+    if ws_app is None:
+        return http_app
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await ws_app(scope, receive, send)
+        else:
+            await http_app(scope, receive, send)
+
+    return app
 
 
 FORMS = {"quickstart": quickstart, "mounted": mounted, "asgi": bare}

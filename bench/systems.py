@@ -42,7 +42,8 @@ LABELS = {
     "seed": f"(c) Quick Start, {SEED_VERSION}",
     "nginx": "(d) nginx",
 }
-WS_PATHS = {"quickstart": "/ws/ws", "seed": "/ws/ws"}  # the Quick Start tunnels /ws/{path}
+# The Quick Start tunnels /ws/{path}; the mounted form has frp_ws's app mounted at /ws.
+WS_PATHS = {"quickstart": "/ws/ws", "seed": "/ws/ws", "mounted": "/ws/echo"}
 
 
 def make(key: str) -> System:
