@@ -51,6 +51,7 @@ class Upstream:
         self.refuse: tuple[int, list[tuple[str, str]], bytes] | None = None
         self.flood_sent = 0
         self.flooded = asyncio.Event()
+        self.deaf: list[asyncio.Transport] = []
         self.server: Any = None
 
     @property
@@ -68,6 +69,8 @@ class Upstream:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for transport in self.deaf:  # nothing to close gracefully with a peer that never reads
+            transport.abort()
         self.server.close()
         await self.server.wait_closed()
 
@@ -128,6 +131,9 @@ class Upstream:
                 await ws.send(i.to_bytes(4, "big") + noise)
                 self.flood_sent = i + 1
             self.flooded.set()
+        elif verb == "deaf":  # stop reading: pings go unanswered
+            ws.transport.pause_reading()
+            self.deaf.append(ws.transport)
         elif verb == "headers":
             await ws.send(json.dumps(self.seen[-1]["headers"]))
 
@@ -167,7 +173,8 @@ def make_app(state: dict[str, Any]) -> FastAPI:
         me = asyncio.current_task()
         error: BaseException | None = None
         try:
-            await proxy_pass_websocket(websocket, state["upstream"], **state["options"])
+            call = proxy_pass_websocket(websocket, state["upstream"], **state["options"])
+            await asyncio.wait_for(call, state.get("deadline"))
         except BaseException as exc:
             error = exc
             raise
@@ -211,6 +218,7 @@ def proxy_wsproto() -> Iterator[Proxy]:
 def proxy(proxy_wsproto: Proxy) -> Iterator[Proxy]:
     """The shared wsproto proxy, options reset, result queue drained."""
     proxy_wsproto.state["options"] = {}
+    proxy_wsproto.state["deadline"] = None
     yield proxy_wsproto
     with contextlib.suppress(queue.Empty):
         while True:

@@ -263,3 +263,36 @@ async def test_asgi_app_form(upstream, ws_client):
         await ws.close(1000)
         assert await upstream.closes.get() == (1000, "")
         assert upstream.seen[0]["path"] == "/mounted?q=1"
+
+
+async def test_router_and_outcome_of_a_lost_upstream(proxy, upstream, ws_client, closed):
+    pool = Pool([upstream.url])
+
+    class Balancer:
+        def route(self, scope):
+            assert scope["type"] == "websocket"
+            return pool
+
+    proxy.state["upstream"] = Balancer()
+    ws = await ws_client(proxy.ws_url + "/")
+    await ws.send("!abort")
+    assert (await closed(ws))[0] == 1014
+    await proxy.finished()
+    assert pool.done_calls == [(upstream.url, Outcome.RESET)]
+
+
+async def test_additional_and_override_headers(proxy, upstream, ws_client):
+    proxy.options["additional_headers"] = {"X-Tenant": "blue", "Cookie": "replaced=1"}
+    ws = await ws_client(proxy.ws_url + "/", headers=[("Cookie", "a=1"), ("X-Keep", "k")])
+    seen = upstream.seen[0]["headers"]
+    assert header(seen, "x-tenant") == ["blue"]
+    assert header(seen, "cookie") == ["replaced=1"]
+    assert header(seen, "x-keep") == ["k"]
+    await ws.close(1000)
+    proxy.options.clear()
+    proxy.options["override_headers"] = [("X-Only", "1")]
+    ws = await ws_client(proxy.ws_url + "/", headers=[("Cookie", "a=1")])
+    seen = upstream.seen[1]["headers"]
+    assert header(seen, "x-only") == ["1"]
+    assert header(seen, "cookie") == []
+    await ws.close(1000)

@@ -204,3 +204,23 @@ async def test_closed_client_sees_closed_errors(proxy, upstream, ws_client):
     await ws.close(1000)
     with pytest.raises(UpstreamClosed):
         await ws.send("late")
+
+
+async def test_upstream_keepalive_timeout_gives_the_client_1014(proxy, upstream, ws_client, closed):
+    proxy.options.update(ping_interval=0.1, ping_timeout=0.1, close_timeout=0.1)
+    ws = await ws_client(proxy.ws_url + "/")
+    await ws.send("!deaf")
+    assert await closed(ws) == (1014, "Bad Gateway")
+    assert (await proxy.finished())["tasks"] == []
+
+
+async def test_cancelled_tunnel_leaves_nothing_behind(proxy, upstream, ws_client):
+    proxy.state["deadline"] = 0.3  # the route's own timeout cancels the tunnel mid-flight
+    ws = await ws_client(proxy.ws_url + "/")
+    await ws.send("still here")
+    assert await ws.recv() == "still here"
+    finished = await proxy.finished()
+    assert isinstance(finished["error"], TimeoutError)
+    assert finished["tasks"] == []
+    code, _ = await upstream.closes.get()
+    assert code == 1006  # the upstream connection was dropped, not left open

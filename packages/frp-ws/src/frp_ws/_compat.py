@@ -123,6 +123,14 @@ class UpstreamConnection:
         if transport is not None:
             transport.abort()
 
+    async def aborted(self) -> None:
+        """:meth:`abort`, then wait (at most 1 s) until the library's own tasks have ended."""
+        self.abort()
+        # Legacy connections end their helper tasks in close_connection_task.
+        waiter = getattr(self._ws, "close_connection_task", None) or self._ws.wait_closed()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(waiter), 1)
+
 
 if NEW_ASYNCIO:
     _client: Any = importlib.import_module("websockets.asyncio.client")

@@ -206,8 +206,8 @@ class Tunnel:
             raise
         try:
             return await _Relay(up, receive, send, self.max_size).run()
-        except BaseException:
-            up.abort()
+        except BaseException:  # cancelled (or a bug): drop the upstream, leave nothing running
+            await up.aborted()
             raise
 
 
