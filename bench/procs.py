@@ -92,14 +92,14 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """Stop one owned process by PID: SIGTERM, wait, then SIGKILL."""
+def stop(proc: subprocess.Popen[bytes], grace: float = 10.0, first: int = signal.SIGTERM) -> None:
+    """Stop one owned process by PID: ``first`` (SIGTERM), wait, then SIGKILL."""
     if proc.pid not in _OWNED:
         return
     kids = [k for k in children(proc.pid) if k in _EXTRA]
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, first)
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:

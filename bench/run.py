@@ -58,6 +58,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(ALL_SYSTEMS)}",
     )
     p.add_argument(
+        "--only",
+        help="comma-separated workloads (get, get_c64, download, upload, sse, ws, ws_big)",
+    )
+    p.add_argument(
         "--load",
         choices=["auto", "wrk", "builtin"],
         default="auto",
@@ -65,6 +69,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--json", type=Path, default=systems.ROOT / "build" / "bench-results.json")
     p.add_argument("--max-seconds", type=int, help="overall time bound (default 3600, quick 900)")
+    p.add_argument(
+        "--profile-dir",
+        type=Path,
+        help="run the Python proxies under cProfile, write <system>.prof here "
+        "(the figures then include the profiler's overhead)",
+    )
     p.add_argument("--keep-logs", action="store_true", help="keep the servers' log directory")
     args = p.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
@@ -175,6 +185,9 @@ def _measure(
         with contextlib.suppress(Exception):
             workloads.small_get(system, 16, 1.0, args.load)
     plan = _plan(args)
+    if args.only:
+        wanted = {w.strip() for w in args.only.split(",")}
+        plan = [(n, m) for n, m in plan if n in wanted or n.split("_c")[0] in wanted]
     for rep in range(args.runs):
         for name, measure in plan:
             for system in running:
@@ -205,13 +218,17 @@ def main(argv: list[str] | None = None) -> int:
         else "not pinned (1 core)"
     )
     meta = _meta(args, pinning)
+    if args.profile_dir:
+        args.profile_dir.mkdir(parents=True, exist_ok=True)
+        systems.PROFILE_DIR = args.profile_dir.resolve()
+        meta["profiled"] = True
     workdir = Path(tempfile.mkdtemp(prefix="frp-bench-"))
     results: dict[str, dict[str, Any]] = {}
     broken = False
+    running: list[systems.System] = []
     try:
         _log(f"{pinning}; logs in {workdir}; load: {load.tool(args.load)} ({meta['wrk']})")
         upstream = systems.start_upstream(workdir, up_cpu)
-        running: list[systems.System] = []
         for key in args.systems:
             system = systems.make(key)
             _log(f"starting {system.label}")
@@ -239,12 +256,18 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
     finally:
         signal.alarm(0)
+        if systems.PROFILE_DIR is not None:  # SIGINT: cProfile writes its stats on the way out
+            for system in running:
+                if system.proc is not None and system.key != "nginx":
+                    procs.stop(system.proc, first=signal.SIGINT)
         procs.stop_all()
         if args.keep_logs or broken:
             _log(f"server logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     meta["loadavg_end"] = os.getloadavg()
+    if systems.PROFILE_DIR is not None:
+        _log(f"profiles: {systems.PROFILE_DIR}/<system>.prof (python -m pstats FILE)")
     report.summarize(results)
     checks = report.checklist(results)
     mode = "quick (1 run)" if args.quick else f"median of {args.runs} runs"

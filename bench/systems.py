@@ -14,6 +14,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SEED_VERSION = "0.4.0"
 SEED_VENV = ROOT / "build" / "bench-venvs" / f"fastapi-reverse-proxy-{SEED_VERSION}"
+PROFILE_DIR: Path | None = None  # when set, Python proxies run under cProfile, stats go here
 NGINX_MISSING = "nginx not installed (apt-get install nginx-light or nginx): skipping"
 
 
@@ -68,8 +69,14 @@ def _python_proxy(
     sock = procs.listening_socket()
     system.port = sock.getsockname()[1]
     log = workdir / f"{system.key}.log"
+    profile = (
+        []
+        if PROFILE_DIR is None
+        else ["-m", "cProfile", "-o", str(PROFILE_DIR / f"{system.key}.prof")]
+    )
     argv = [
         python,
+        *profile,
         str(BENCH / "proxies.py"),
         "--form",
         form,
