@@ -130,6 +130,7 @@ def _meta(args: argparse.Namespace, pinning: str) -> dict[str, Any]:
         "loadavg_start": os.getloadavg(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "load_generator": load.tool(args.load),
         "wrk": _version(["wrk", "-v"]),
         "nginx": _version(["nginx", "-v"]),
         "versions": versions,
