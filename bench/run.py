@@ -130,6 +130,7 @@ def _meta(args: argparse.Namespace, pinning: str) -> dict[str, Any]:
         "loadavg_start": os.getloadavg(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "git": _version(["git", "-C", str(systems.ROOT), "describe", "--always", "--dirty"]),
         "load_generator": load.tool(args.load),
         "wrk": _version(["wrk", "-v"]),
         "nginx": _version(["nginx", "-v"]),
