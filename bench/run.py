@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                 if system.proc is not None and system.key != "nginx":
                     procs.stop(system.proc, first=signal.SIGINT)
         procs.stop_all()
-        if args.keep_logs or broken:
+        failed = any(res["errors"] for res in results.values())
+        if args.keep_logs or broken or failed:
             _log(f"server logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -272,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"profiles: {systems.PROFILE_DIR}/<system>.prof (python -m pstats FILE)")
     report.summarize(results)
     checks = report.checklist(results)
-    mode = "quick (1 run)" if args.quick else f"median of {args.runs} runs"
+    mode = ("quick, " if args.quick else "") + (
+        f"median of {args.runs} runs" if args.runs > 1 else "1 run"
+    )
     print(
         f"\n## Benchmark {meta['date_utc']} — {mode}, {args.size >> 20} MiB transfers, "
         f"{os.cpu_count()} CPUs, {pinning}, load avg {meta['loadavg_start'][0]:.2f}\n"
