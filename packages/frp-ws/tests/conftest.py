@@ -52,6 +52,8 @@ class Upstream:
         self.flood_sent = 0
         self.flooded = asyncio.Event()
         self.deaf: list[asyncio.Transport] = []
+        self.gate: asyncio.Event | None = None
+        self.gate_reached = asyncio.Event()
         self.server: Any = None
 
     @property
@@ -75,6 +77,9 @@ class Upstream:
         await self.server.wait_closed()
 
     async def _process_request(self, *args: Any) -> Any:
+        if self.gate is not None:  # hold the handshake until the test opens the gate
+            self.gate_reached.set()
+            await self.gate.wait()
         if self.refuse is None:
             return None
         status, headers, body = self.refuse

@@ -296,3 +296,21 @@ async def test_additional_and_override_headers(proxy, upstream, ws_client):
     assert header(seen, "x-only") == ["1"]
     assert header(seen, "cookie") == []
     await ws.close(1000)
+
+
+async def test_client_leaving_during_upstream_handshake(proxy, upstream):
+    upstream.gate = asyncio.Event()
+    _reader, writer = await asyncio.open_connection("127.0.0.1", proxy.server.port)
+    writer.write(
+        b"GET /x HTTP/1.1\r\nHost: proxy\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await writer.drain()
+    await asyncio.wait_for(upstream.gate_reached.wait(), 10)  # the proxy is connecting upstream
+    writer.close()  # the client gives up before the upstream answered
+    await writer.wait_closed()
+    upstream.gate.set()
+    assert await upstream.closes.get() == (1001, "")
+    finished = await proxy.finished()
+    assert finished["error"] is None
+    assert finished["tasks"] == []

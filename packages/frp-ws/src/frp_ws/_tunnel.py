@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.websockets import WebSocketDisconnect
 
-from frp_core._errors import UpstreamError
+from frp_core._errors import ConnectError, UpstreamError
 from frp_core._headers import NO_TRUSTED_PROXIES, TrustedProxies
 from frp_core._routing import Outcome, Router, Upstreams
 
@@ -144,7 +144,14 @@ class Tunnel:
             tried.append(base)
             started = loop.time()
             try:
-                up = await self._connect(url_for(base, target), offer, headers)
+                url = url_for(base, target)
+            except ValueError:  # a misconfigured target: never reveal it to the client
+                logger.error("frp_ws: invalid upstream base URL %r", base)
+                upstreams.done(base, Outcome.CONNECT_ERROR, 0.0)
+                failure = ConnectError()
+                continue
+            try:
+                up = await self._connect(url, offer, headers)
             except HandshakeRefused as exc:
                 retry = exc.status in _RETRY_STATUSES
                 outcome = Outcome.HTTP_5XX if retry else Outcome.SUCCESS
@@ -201,8 +208,11 @@ class Tunnel:
         }
         try:
             await send(accept)
-        except BaseException:
+        except _CLIENT_GONE:  # the client left while the upstream was being connected
             await _close_upstream(up, _close.GOING_AWAY, "")
+            return Outcome.CLIENT_ABORT
+        except BaseException:
+            await up.aborted()
             raise
         try:
             return await _Relay(up, receive, send, self.max_size).run()
