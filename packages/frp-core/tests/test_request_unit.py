@@ -83,7 +83,8 @@ def test_any_caller_path_gives_a_safe_origin_form_target(path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://h", "http://", "http://u:p@h", "http://h/?q", "http://h/#f", "h:80"]
+    "url",
+    ["ftp://h", "http://", "http://u:p@h", "http://h/?q", "http://h/#f", "h:80", "http://a b"],
 )
 def test_bad_base_urls_are_refused(url: str) -> None:
     with pytest.raises(ValueError):

@@ -9,7 +9,6 @@ import httpx
 
 from ._client import (
     aclose_default_sender,
-    default_sender,
     make_engine,
     sender_for_client,
     sender_for_scope,
@@ -99,7 +98,7 @@ class ReverseProxy:
         await relay(result, receive, send, result.status, result.headers)
 
     def _make_own(self) -> Sender:
-        self._own = make_engine(limits=self.limits) or default_sender()
+        self._own = make_engine(limits=self.limits)
         return self._own
 
     async def aclose(self) -> None:

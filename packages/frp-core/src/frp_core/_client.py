@@ -10,20 +10,18 @@ Without a stored client, a default engine per event loop serves the requests.
 from __future__ import annotations
 
 import asyncio
-import functools
 import http.cookiejar
-import importlib
 import ssl
 import weakref
-from collections.abc import AsyncIterable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import httpx
 
-from ._config import Limits, Timeouts
+from ._config import Limits
 from ._fallback import HttpxSender
-from ._headers import Headers
-from ._upstream import Base, Sender, UpstreamResponse
+from ._pool import Engine
+from ._upstream import Sender
 
 __all__ = [
     "Proxy",
@@ -60,45 +58,6 @@ def no_cookie_jar() -> http.cookiejar.CookieJar:
     return http.cookiejar.CookieJar(policy=_NoCookies())
 
 
-@functools.cache
-def _engine_api() -> tuple[Any, Any] | None:
-    """``(Engine, Origin)`` of the engine modules, or ``None`` while they are absent."""
-    try:
-        pool = importlib.import_module("frp_core._pool")
-        origin = importlib.import_module("frp_core._origin")
-    except ImportError:
-        return None
-    return pool.Engine, origin.Origin
-
-
-class EngineSender:
-    """The engine behind the :class:`~frp_core._upstream.Sender` interface."""
-
-    __slots__ = ("_parse", "engine")
-
-    def __init__(self, engine: Any, origin_type: Any) -> None:
-        self.engine = engine
-        self._parse = origin_type.parse
-
-    async def request(
-        self,
-        base: Base,
-        method: bytes,
-        target: bytes,
-        headers: Headers,
-        body: bytes | AsyncIterable[bytes],
-        content_length: int | None,
-        timeouts: Timeouts,
-    ) -> UpstreamResponse:
-        response: UpstreamResponse = await self.engine.request(
-            self._parse(base.url), method, target, headers, body, content_length, timeouts
-        )
-        return response
-
-    async def aclose(self) -> None:
-        await self.engine.aclose()
-
-
 def _ssl_context(verify: Any, cert: Any) -> ssl.SSLContext | None:
     if isinstance(verify, ssl.SSLContext):
         return verify
@@ -125,18 +84,9 @@ def _limits(limits: Any) -> Limits:
     return Limits()
 
 
-def make_engine(*, limits: Any = None, verify: Any = True, cert: Any = None) -> Sender | None:
-    """A new engine sender, or ``None`` while the engine is not available."""
-    api = _engine_api()
-    if api is None:
-        return None
-    engine_type, origin_type = api
-    engine = engine_type(limits=_limits(limits), ssl_context=_ssl_context(verify, cert))
-    return EngineSender(engine, origin_type)
-
-
-def _plain_client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(cookies=no_cookie_jar(), follow_redirects=False, trust_env=False)
+def make_engine(*, limits: Any = None, verify: Any = True, cert: Any = None) -> Engine:
+    """A new engine configured like an ``httpx.AsyncClient`` with these arguments."""
+    return Engine(limits=_limits(limits), ssl_context=_ssl_context(verify, cert))
 
 
 def default_sender() -> Sender:
@@ -144,7 +94,7 @@ def default_sender() -> Sender:
     loop = asyncio.get_running_loop()
     sender = _DEFAULTS.get(loop)
     if sender is None:
-        sender = make_engine() or HttpxSender(_plain_client())
+        sender = make_engine()
         _DEFAULTS[loop] = sender
     return sender
 
@@ -180,12 +130,11 @@ def _new_client(kwargs: dict[str, Any]) -> tuple[httpx.AsyncClient, Sender | Non
     kwargs["cookies"] = no_cookie_jar()
     kwargs["follow_redirects"] = False
     client = httpx.AsyncClient(**kwargs)
-    sender = None
+    sender: Sender | None = None
     if ENGINE_OPTIONS.issuperset(kwargs.keys() - {"cookies"}):
         sender = make_engine(
             limits=kwargs.get("limits"), verify=kwargs.get("verify", True), cert=kwargs.get("cert")
         )
-    if sender is not None:
         _SENDERS[client] = sender
     return client, sender
 
