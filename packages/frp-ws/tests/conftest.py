@@ -184,10 +184,21 @@ def make_app(state: dict[str, Any]) -> FastAPI:
             error = exc
             raise
         finally:
-            left = [t for t in asyncio.all_tasks() - before if t is not me and not t.done()]
+            left = [
+                t for t in asyncio.all_tasks() - before if t is not me and not t.done() and _ours(t)
+            ]
             state["finished"].put({"tasks": left, "error": error})
 
     return app
+
+
+def _ours(task: asyncio.Task[Any]) -> bool:
+    """A task of the tunnel or of the websockets library (not the server accepting sockets)."""
+    code = getattr(task.get_coro(), "cr_code", None)
+    filename = code.co_filename if code is not None else ""
+    if "uvicorn" in filename:
+        return False
+    return "websockets" in filename or "frp_ws" in filename or "frp-ws" in filename
 
 
 def without_http_response(app: Any) -> Any:

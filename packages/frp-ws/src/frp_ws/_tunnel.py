@@ -208,7 +208,9 @@ class Tunnel:
         }
         try:
             await send(accept)
-        except _CLIENT_GONE:  # the client left while the upstream was being connected
+        except (*_CLIENT_GONE, RuntimeError):
+            # The client left while the upstream was being connected (older uvicorn reports
+            # that as a RuntimeError about the unexpected accept).
             await _close_upstream(up, _close.GOING_AWAY, "")
             return Outcome.CLIENT_ABORT
         except BaseException:
