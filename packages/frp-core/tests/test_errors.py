@@ -157,3 +157,19 @@ async def test_ambiguous_requests_get_400_and_close(
                     assert b"transfer-encoding" not in last
     if vector != "two_cl":
         assert seen == []
+
+
+async def test_client_leaving_during_a_long_poll_frees_the_upstream(
+    make_gateway: Callable[..., Any], mode: str, upstream: str, recorder: Any
+) -> None:
+    timeouts = frp_core.Timeouts(connect=5.0, read=60.0, write=5.0, pool=5.0)
+    with run_server(make_gateway(upstream, mode, timeout=timeouts)) as proxy:
+        for path in [b"/p/poll", b"/mnt/poll"]:
+            recorder.disconnected.clear()
+            recorder.hanging.clear()
+            _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: p\r\nx-act: hang\r\n\r\n")
+            await writer.drain()
+            assert await asyncio.to_thread(recorder.hanging.wait, 10)
+            writer.close()
+            assert await asyncio.to_thread(recorder.disconnected.wait, 15), path

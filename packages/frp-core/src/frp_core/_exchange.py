@@ -147,6 +147,50 @@ class BodyReader:
         return not self.dropped
 
 
+class Watcher:
+    """Waits (after ``delay`` seconds) for ``http.disconnect``, then cancels the current task.
+
+    Only used while nothing else reads ``receive()``; ``fired`` tells a catcher of the
+    ``CancelledError`` that the client left.
+    """
+
+    __slots__ = ("_handle", "_receive", "_target", "fired", "task")
+
+    def __init__(self, receive: Receive, delay: float = 0.0) -> None:
+        self.fired = False
+        self.task: asyncio.Task[None] | None = None
+        self._receive = receive
+        self._target = asyncio.current_task()
+        self._handle: asyncio.TimerHandle | None = None
+        if delay > 0:
+            self._handle = asyncio.get_running_loop().call_later(delay, self._start)
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        self._handle = None
+        self.task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        for _ in range(1 << 30):  # bounded; a client sends at most its body, then disconnect
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.fired = True
+                if self._target is not None:
+                    self._target.cancel()
+                return
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self.task is not None:
+            self.task.cancel()
+
+
+#: Seconds to wait for a response head before watching for a client disconnect (long polls).
+WATCH_DELAY = 1.0
+
+
 class Exchange:
     """An upstream response to relay, and the balancer bookkeeping of its attempt."""
 
@@ -199,7 +243,58 @@ async def open_exchange(
     opts: Options,
     sender: Sender,
 ) -> Exchange | ErrorReply | None:
-    """Send the request upstream; ``None`` when the client left before an answer."""
+    """Send the request upstream; ``None`` when the client left before an answer.
+
+    Without a request body to stream, a client disconnect during a long wait for the response
+    head (a long poll) cancels the attempt after :data:`WATCH_DELAY` seconds.
+    """
+    if opts.body is None and any(n in _BODY_HEADERS for n, _ in scope["headers"]):
+        return await _open(scope, receive, upstream, path, opts, sender)
+    watcher = Watcher(receive, WATCH_DELAY)
+    try:
+        result = await _open(scope, receive, upstream, path, opts, sender)
+    except asyncio.CancelledError:
+        if not watcher.fired:
+            raise
+        _uncancel()
+        return None
+    finally:
+        watcher.stop()
+    if watcher.fired:  # the client left just as the answer came: a cancellation is pending
+        if isinstance(result, Exchange):
+            await _release(result)
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            _uncancel()
+        return None
+    return result
+
+
+_BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+async def _release(ex: Exchange) -> None:
+    try:
+        await ex.response.aclose()
+    finally:
+        ex.finish(Outcome.CLIENT_ABORT)
+
+
+async def _open(
+    scope: Scope,
+    receive: Receive,
+    upstream: str | Upstreams | Router,
+    path: str | None,
+    opts: Options,
+    sender: Sender,
+) -> Exchange | ErrorReply | None:
     incoming: list[tuple[bytes, bytes]] = scope["headers"]
     try:
         length, chunked = check_framing(incoming)

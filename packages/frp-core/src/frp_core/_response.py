@@ -17,7 +17,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 from ._errors import UpstreamError
-from ._exchange import ErrorReply, Exchange, Receive
+from ._exchange import ErrorReply, Exchange, Receive, Watcher
 from ._headers import Headers
 from ._routing import Outcome
 
@@ -29,34 +29,11 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _TASKS: set[asyncio.Task[None]] = set()
 
 
-class _Watcher:
-    """Waits for ``http.disconnect`` and then cancels the relaying task."""
-
-    __slots__ = ("fired", "task")
-
-    def __init__(self, receive: Receive) -> None:
-        self.fired = False
-        target = asyncio.current_task()
-        self.task = asyncio.ensure_future(self._watch(receive, target))
-
-    async def _watch(self, receive: Receive, target: asyncio.Task[Any] | None) -> None:
-        for _ in range(1 << 30):  # bounded; a client sends at most its body, then disconnect
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self.fired = True
-                if target is not None:
-                    target.cancel()
-                return
-
-    def stop(self) -> None:
-        self.task.cancel()
-
-
 async def relay(ex: Exchange, receive: Receive, send: Send, status: int, headers: Headers) -> None:
     """Send the response start and stream the upstream body to the client."""
     up = ex.response
     outcome = Outcome.CLIENT_ABORT
-    watcher: _Watcher | None = None
+    watcher: Watcher | None = None
     can_watch = ex.body is None or ex.body.complete
     try:
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -65,7 +42,7 @@ async def relay(ex: Exchange, receive: Receive, send: Send, status: int, headers
             outcome = Outcome.SUCCESS
             return
         if can_watch and up.content_length is None:
-            watcher = _Watcher(receive)
+            watcher = Watcher(receive)
         remaining = up.content_length
         chunk = await up.receive()
         while chunk:
@@ -79,7 +56,7 @@ async def relay(ex: Exchange, receive: Receive, send: Send, status: int, headers
                     return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if watcher is None and (ex.body is None or ex.body.complete):
-                watcher = _Watcher(receive)
+                watcher = Watcher(receive)
             chunk = await up.receive()
         await send({"type": "http.response.body", "body": b""})
         outcome = Outcome.SUCCESS
