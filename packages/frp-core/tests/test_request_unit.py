@@ -101,3 +101,26 @@ def test_base_url_parts() -> None:
     )
     assert base.host_header == b"example.com:8443"
     assert parse_base("http://[::1]/").host_header == b"[::1]"
+
+
+def test_caller_headers_cannot_inject_lines() -> None:
+    from frp_core._headers import normalize_headers
+
+    assert normalize_headers({"X-A": "1"}) == [(b"x-a", b"1")]
+    assert normalize_headers([(b"X-B", b"2"), ("x-b", "3")]) == [(b"x-b", b"2"), (b"x-b", b"3")]
+    for bad in [{"x": "1\r\nevil: 1"}, {"x\ny": "1"}, {"a b": "1"}, {"": "1"}]:
+        with pytest.raises(ValueError):
+            normalize_headers(bad)
+
+
+def test_timeout_forms() -> None:
+    import httpx
+
+    from frp_core import Timeouts
+    from frp_core._proxy import timeouts_of
+
+    assert timeouts_of(5) == Timeouts(5.0, 5.0, 5.0, 5.0)
+    assert timeouts_of(None) == Timeouts(None, None, None, None)
+    assert timeouts_of(httpx.Timeout(1.0, read=None)) == Timeouts(1.0, None, 1.0, 1.0)
+    custom = Timeouts(connect=1.0, read=None)
+    assert timeouts_of(custom) is custom
