@@ -27,8 +27,9 @@ from ._headers import (
 from ._request import BadRequest, build_target, check_framing
 from ._routing import Outcome, Router, Upstreams
 from ._upstream import Sender, UpstreamResponse, parse_base
+from ._watch import Watcher
 
-__all__ = ["ErrorReply", "Exchange", "Options", "open_exchange"]
+__all__ = ["ErrorReply", "Exchange", "Options", "Watcher", "open_exchange"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -145,46 +146,6 @@ class BodyReader:
 
     def replayable(self) -> bool:
         return not self.dropped
-
-
-class Watcher:
-    """Waits (after ``delay`` seconds) for ``http.disconnect``, then cancels the current task.
-
-    Only used while nothing else reads ``receive()``; ``fired`` tells a catcher of the
-    ``CancelledError`` that the client left.
-    """
-
-    __slots__ = ("_handle", "_receive", "_target", "fired", "task")
-
-    def __init__(self, receive: Receive, delay: float = 0.0) -> None:
-        self.fired = False
-        self.task: asyncio.Task[None] | None = None
-        self._receive = receive
-        self._target = asyncio.current_task()
-        self._handle: asyncio.TimerHandle | None = None
-        if delay > 0:
-            self._handle = asyncio.get_running_loop().call_later(delay, self._start)
-        else:
-            self._start()
-
-    def _start(self) -> None:
-        self._handle = None
-        self.task = asyncio.ensure_future(self._watch())
-
-    async def _watch(self) -> None:
-        for _ in range(1 << 30):  # bounded; a client sends at most its body, then disconnect
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                self.fired = True
-                if self._target is not None:
-                    self._target.cancel()
-                return
-
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        if self.task is not None:
-            self.task.cancel()
 
 
 #: Seconds to wait for a response head before watching for a client disconnect (long polls).
