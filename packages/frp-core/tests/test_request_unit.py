@@ -124,3 +124,11 @@ def test_timeout_forms() -> None:
     assert timeouts_of(httpx.Timeout(1.0, read=None)) == Timeouts(1.0, None, 1.0, 1.0)
     custom = Timeouts(connect=1.0, read=None)
     assert timeouts_of(custom) is custom
+
+
+def test_non_utf8_escapes_in_raw_tail_are_kept() -> None:
+    from urllib.parse import unquote
+
+    for raw in [b"/x/%80", b"/x/file-%E9t%E9.txt", b"/x/a/%FF%FE", b"/x/%C3%A9%2F%zz"]:
+        decoded_tail = unquote(raw.decode("ascii"))[2:]  # what "/x/{path:path}" captures
+        assert build_target(_scope(raw), b"", decoded_tail, False) == raw[2:]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 __all__ = ["BadRequest", "build_target", "check_framing", "encode_path", "strip_prefix"]
 
@@ -127,17 +128,29 @@ def strip_prefix(raw: bytes, prefix: str) -> bytes | None:
 
 
 def raw_tail(raw: bytes, path: str) -> bytes | None:
-    """The tail of ``raw`` that percent-decodes to ``path``, if there is one."""
+    """The tail of ``raw`` that percent-decodes to ``path``, if there is one.
+
+    Decoded as the server decoded ``scope["path"]`` (``unquote``: UTF-8, invalid bytes as
+    U+FFFD), so ``%80`` or ``%E9`` in the raw path are kept as sent.  The tail starts at a
+    literal ``/``.
+    """
     want = path.encode("utf-8")
     if raw.endswith(want):
         return raw[len(raw) - len(want) :]
     if b"%" not in raw:
         return None
-    decoded, starts = _decoded_index(raw)
-    if not want or not decoded.endswith(want):
-        return None
-    tail = raw[starts[len(decoded) - len(want)] :]
-    return tail if tail.startswith(b"/") else None
+    end = len(raw)
+    for _ in range(len(raw)):  # bounded: one candidate per literal "/", right to left
+        start = raw.rfind(b"/", 0, end)
+        if start < 0:
+            return None
+        decoded = unquote(raw[start:].decode("latin-1"))
+        if decoded == path:
+            return raw[start:]
+        if len(decoded) > len(path):
+            return None
+        end = start
+    return None
 
 
 def build_target(
