@@ -163,3 +163,31 @@ async def test_background_tasks_run_after_the_body(upstream: str) -> None:
         async with httpx.AsyncClient(base_url=proxy.url) as client:
             assert (await client.get("/bg")).json()["raw_path"] == "/bg"
             assert await asyncio.to_thread(ran.wait, 10)
+
+
+async def test_user_built_client_never_sends_its_cookies(upstream: str) -> None:
+    user_client = httpx.AsyncClient(cookies={"leaked": "1"})  # a 0.4.0-style hand-made client
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.http_proxy_client = user_client
+        yield
+        await user_client.aclose()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/{path:path}")
+    async def route(request: Request, path: str) -> Any:
+        return await frp_core.proxy_pass(request, upstream)
+
+    app.mount("/own", frp_core.ReverseProxy(upstream, client=user_client))
+    with run_server(app) as proxy:
+        async with httpx.AsyncClient(base_url=proxy.url) as alice:
+            assert (await alice.get("/in", headers={"x-act": "cookies"})).headers.get_list(
+                "set-cookie"
+            ) == ["a=1; Path=/", "b=2; Path=/"]
+        async with httpx.AsyncClient(base_url=proxy.url) as bob:
+            for url in ["/next", "/own/next"]:
+                record = (await bob.get(url)).json()
+                assert "cookie" not in [n for n, _ in record["headers"]]
+                assert "user-agent" in [n for n, _ in record["headers"]]  # bob's own, passed on
