@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -127,3 +128,16 @@ async def test_client_disconnect_mid_download_reaches_upstream(
                 break
         seen = await asyncio.to_thread(recorder.disconnected.wait, 15)  # type: ignore[attr-defined]
         assert seen, f"upstream never saw the client leave ({path})"
+
+
+async def test_client_disconnect_mid_upload_reaches_upstream(
+    proxy_server: ServerThread, recorder: Any
+) -> None:
+    for path in [b"/p/up", b"/mnt/up"]:
+        recorder.disconnected.clear()
+        _, writer = await asyncio.open_connection("127.0.0.1", proxy_server.port)
+        writer.write(b"POST " + path + b" HTTP/1.1\r\nHost: p\r\nContent-Length: 10000000\r\n\r\n")
+        writer.write(b"x" * 300_000)
+        await writer.drain()
+        writer.close()
+        assert await asyncio.to_thread(recorder.disconnected.wait, 15), path
