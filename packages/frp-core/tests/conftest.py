@@ -51,6 +51,21 @@ class Recorder:
         if act == "stream":
             await self._stream(receive, send)
             return
+        if act == "sse":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")],
+                }
+            )
+            for i in range(6):
+                await asyncio.sleep(0.25)
+                await send(
+                    {"type": "http.response.body", "body": b"data: %d\n\n" % i, "more_body": True}
+                )
+            await send({"type": "http.response.body", "body": b""})
+            return
         if act == "hang":
             self.hanging.set()
             for _ in range(300):

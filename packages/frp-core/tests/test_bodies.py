@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from frp_core_kit import pattern, pattern_sha256, raw_exchange
-from frp_testing import ServerThread
+from frp_testing import ServerThread, run_server
 
 
 def _values(record: dict[str, list[list[str]]], name: str) -> list[str]:
@@ -141,3 +141,15 @@ async def test_client_disconnect_mid_upload_reaches_upstream(
         await writer.drain()
         writer.close()
         assert await asyncio.to_thread(recorder.disconnected.wait, 15), path
+
+
+async def test_slow_event_stream_outlives_the_timeout(
+    make_gateway: Any, mode: str, upstream: str
+) -> None:
+    """``timeout`` bounds each wait for data, not the whole stream (SSE stays up)."""
+    with run_server(make_gateway(upstream, mode, timeout=0.75)) as proxy:
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
+            for url in ["/p/events"]:
+                response = await client.get(url, headers={"x-act": "sse"})
+                assert response.status_code == 200
+                assert response.text == "".join(f"data: {i}\n\n" for i in range(6))
