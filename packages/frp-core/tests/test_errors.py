@@ -173,3 +173,27 @@ async def test_client_leaving_during_a_long_poll_frees_the_upstream(
             assert await asyncio.to_thread(recorder.hanging.wait, 10)
             writer.close()
             assert await asyncio.to_thread(recorder.disconnected.wait, 15), path
+
+
+async def test_one_connection_pool_survives_aborts_errors_and_timeouts(
+    upstream: str, recorder: Any
+) -> None:
+    """With a single pooled connection, nothing leaks it: every request after still works."""
+    app = frp_core.ReverseProxy(
+        upstream,
+        limits=frp_core.Limits(max_connections=1),
+        timeout=frp_core.Timeouts(connect=5.0, read=0.5, write=5.0, pool=5.0),
+    )
+    with run_server(app) as proxy:
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as client:
+            assert (await client.get("/ok")).status_code == 200
+            async with client.stream("GET", "/s", headers={"x-act": "stream"}) as r:
+                async for _ in r.aiter_raw():
+                    break  # client abort mid-body
+            assert (await client.get("/t", headers={"x-act": "hang"})).status_code == 504
+            assert (await client.post("/p", content=b"x" * 100_000)).status_code == 200
+            assert (await client.head("/h")).status_code == 200
+            for _ in range(3):
+                response = await client.get("/after")
+                assert response.status_code == 200
+                assert response.json()["raw_path"] == "/after"
