@@ -191,3 +191,19 @@ async def test_user_built_client_never_sends_its_cookies(upstream: str) -> None:
                 record = (await bob.get(url)).json()
                 assert "cookie" not in [n for n, _ in record["headers"]]
                 assert "user-agent" in [n for n, _ in record["headers"]]  # bob's own, passed on
+
+
+def test_httpx_unlimited_limits_keep_connections_alive() -> None:
+    """httpx's None ("unlimited") must not turn keep-alive off in the engine."""
+    from frp_core._client import _limits
+
+    limits = _limits(
+        httpx.Limits(max_connections=50, max_keepalive_connections=None, keepalive_expiry=None)
+    )
+    assert limits.max_connections == 50
+    assert limits.max_keepalive == 50
+    assert limits.keepalive_expiry > 3600
+    assert (
+        _limits(httpx.Limits(max_connections=None, max_keepalive_connections=None)).max_keepalive
+        > 0
+    )

@@ -72,14 +72,22 @@ def _ssl_context(verify: Any, cert: Any) -> ssl.SSLContext | None:
     return ctx
 
 
+_FOREVER = 365 * 24 * 3600.0
+
+
 def _limits(limits: Any) -> Limits:
     if isinstance(limits, Limits):
         return limits
     if isinstance(limits, httpx.Limits):
+        # httpx spells "unlimited" as None; the engine needs numbers.
+        keepalive = limits.max_keepalive_connections
+        if keepalive is None:
+            keepalive = limits.max_connections or Limits().max_keepalive
+        expiry = limits.keepalive_expiry
         return Limits(
             max_connections=limits.max_connections,
-            max_keepalive=limits.max_keepalive_connections or 0,
-            keepalive_expiry=limits.keepalive_expiry or 0.0,
+            max_keepalive=keepalive,
+            keepalive_expiry=_FOREVER if expiry is None else expiry,
         )
     return Limits()
 

@@ -40,4 +40,6 @@ class Limits:
 
     max_connections: int | None = 256  #: open connections per origin; ``None``: unlimited
     max_keepalive: int = 128  #: idle connections kept per origin
-    keepalive_expiry: float = 15.0  #: seconds an idle connection is kept
+    #: seconds an idle connection is kept: below uvicorn's 5 s keep-alive, so the upstream
+    #: rarely closes a connection just as we reuse it
+    keepalive_expiry: float = 4.0
