@@ -53,6 +53,8 @@ class Upstream:
         self.flooded = asyncio.Event()
         self.deaf: list[asyncio.Transport] = []
         self.gate: asyncio.Event | None = None
+        self.silent = False
+        self.wake = asyncio.Event()
         self.gate_reached = asyncio.Event()
         self.server: Any = None
 
@@ -70,9 +72,17 @@ class Upstream:
         self.port = next(iter(self.server.sockets)).getsockname()[1]
         return self
 
+    def hear(self) -> None:
+        """Undo ``!deaf``: read again."""
+        for transport in self.deaf:
+            transport.resume_reading()
+        self.deaf.clear()
+        self.wake.set()
+
     async def __aexit__(self, *exc: object) -> None:
         for transport in self.deaf:  # nothing to close gracefully with a peer that never reads
             transport.abort()
+        self.wake.set()
         self.server.close()
         await self.server.wait_closed()
 
@@ -107,6 +117,8 @@ class Upstream:
             async for message in ws:
                 if isinstance(message, str) and message.startswith("!"):
                     await self._command(ws, message)
+                elif self.silent:  # after ``!deaf``: read, never answer
+                    continue
                 else:
                     await ws.send(message)
         except websockets.exceptions.ConnectionClosed:
@@ -139,6 +151,8 @@ class Upstream:
         elif verb == "deaf":  # stop reading: pings go unanswered
             ws.transport.pause_reading()
             self.deaf.append(ws.transport)
+            self.silent = True
+            await self.wake.wait()  # stop consuming too (legacy readers resume the transport)
         elif verb == "headers":
             await ws.send(json.dumps(self.seen[-1]["headers"]))
 

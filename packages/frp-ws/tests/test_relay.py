@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 
 import pytest
@@ -224,3 +225,30 @@ async def test_cancelled_tunnel_leaves_nothing_behind(proxy, upstream, ws_client
     assert finished["tasks"] == []
     code, _ = await upstream.closes.get()
     assert code == 1006  # the upstream connection was dropped, not left open
+
+
+async def test_slow_upstream_holds_back_a_fast_client(proxy, upstream, ws_client):
+    """Backpressure the other way: an upstream that stops reading blocks the client's sends."""
+    proxy.options["compression"] = None
+    ws = await ws_client(proxy.ws_url + "/", compression=None)
+    await ws.send("!deaf")
+    block = os.urandom(64 * 1024)
+    count = 2048  # 128 MiB, more than every buffer on the way can hold
+    sent = 0
+
+    async def flood() -> None:
+        nonlocal sent
+        for _ in range(count):
+            await ws.send(block)
+            sent += 1
+
+    with pytest.raises(TimeoutError):  # the client stays blocked while the upstream is deaf
+        await asyncio.wait_for(flood(), 2)
+    assert sent < count
+    # The client leaves while the tunnel waits on the upstream: the tunnel notices once the
+    # pending send completes (or the upstream hop's keepalive fails), then ends cleanly.
+    ws.abort()
+    upstream.hear()
+    finished = await proxy.finished()
+    assert finished["tasks"] == []
+    assert (await upstream.closes.get())[0] in (1000, 1001)
