@@ -6,7 +6,12 @@
 A websockets echo server is the upstream.  ``wstest -m fuzzingclient`` (the Autobahn test suite,
 Python 2.7 only) runs every case twice: against the upstream directly (agent ``direct``) and
 through ``frp_ws.WebSocketProxy`` under uvicorn (agent ``proxy``).  Every case must end with the
-same ``behavior`` and ``behaviorClose`` both ways; the reports land in ``build/autobahn/``.
+same verdict both ways: a case the upstream passes directly must pass through the proxy
+(Autobahn's OK, NON-STRICT and INFORMATIONAL are passes).  Any other difference is printed as a
+note: a proxy cannot echo the valid frames that precede a protocol violation once the client
+side has failed the connection (NON-STRICT instead of OK), and it reassembles fragmented
+messages (so cases that time out against a slow upstream may pass through it).  The reports
+land in ``build/autobahn/``; the full run takes tens of minutes.
 
 wstest is installed into an isolated Python 2.7 virtualenv under ``build/autobahn/venv`` (made
 once, reused).  Without Python 2.7, or if the install fails, the run is skipped with a message
@@ -105,22 +110,36 @@ async def echo_upstream() -> Any:
     return await serve(echo, "127.0.0.1", 0, max_size=None, max_queue=None)
 
 
-def compare(index: dict[str, Any]) -> tuple[list[str], collections.Counter[str]]:
+#: Autobahn verdicts that pass: NON-STRICT (failed fast, but not at the exact frame) and
+#: INFORMATIONAL (no requirement) are passes, as in Autobahn's own summary.
+PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
+
+
+def _passes(result: dict[str, Any]) -> bool:
+    return result["behavior"] in PASSING and result["behaviorClose"] in PASSING
+
+
+def compare(index: dict[str, Any]) -> tuple[list[str], list[str], collections.Counter[str]]:
+    """``(regressions, notes, tally)``: a regression is a case the upstream passes directly
+    and fails through the proxy (or one that ran only one way); a note is any other
+    difference in verdict."""
     direct, proxied = index.get("direct", {}), index.get("proxy", {})
-    differences = []
+    regressions, notes = [], []
     tally: collections.Counter[str] = collections.Counter()
     for case in sorted(set(direct) | set(proxied), key=_case_key):
         d, p = direct.get(case), proxied.get(case)
         if d is None or p is None:
-            differences.append(f"{case}: ran only {'direct' if p is None else 'through the proxy'}")
+            regressions.append(f"{case}: ran only {'direct' if p is None else 'through the proxy'}")
             continue
         tally[p["behavior"]] += 1
-        if (d["behavior"], d["behaviorClose"]) != (p["behavior"], p["behaviorClose"]):
-            differences.append(
-                f"{case}: direct {d['behavior']}/{d['behaviorClose']}, "
-                f"proxy {p['behavior']}/{p['behaviorClose']}"
-            )
-    return differences, tally
+        if (d["behavior"], d["behaviorClose"]) == (p["behavior"], p["behaviorClose"]):
+            continue
+        line = (
+            f"{case}: direct {d['behavior']}/{d['behaviorClose']}, "
+            f"proxy {p['behavior']}/{p['behaviorClose']}"
+        )
+        (regressions if _passes(d) and not _passes(p) else notes).append(line)
+    return regressions, notes, tally
 
 
 def _case_key(case: str) -> tuple[int, ...]:
@@ -181,13 +200,19 @@ async def run_suite(wstest: str, cases: list[str], timeout: float) -> int:
         upstream.close()
         await upstream.wait_closed()
 
+    return report(reports)
+
+
+def report(reports: pathlib.Path) -> int:
     index = json.loads((reports / "index.json").read_text())
-    differences, tally = compare(index)
+    regressions, notes, tally = compare(index)
     print(f"autobahn: {sum(tally.values())} cases through the proxy: {dict(tally)}")
-    for line in differences:
-        print(f"autobahn: DIFF {line}")
+    for line in notes:
+        print(f"autobahn: note {line}")
+    for line in regressions:
+        print(f"autobahn: FAIL {line}")
     print(f"autobahn: reports in {reports}/index.html")
-    ok = not differences and sum(tally.values()) > 0
+    ok = not regressions and sum(tally.values()) > 0
     print(f"autobahn: {int(ok)} passed, {int(not ok)} failed")
     return 0 if ok else 1
 
@@ -197,7 +222,12 @@ def main() -> int:
     parser.add_argument("--cases", default=",".join(DEFAULT_CASES))
     parser.add_argument("--python2", default=None, help="a Python 2.7 interpreter")
     parser.add_argument("--timeout", type=float, default=3600.0, help="for the whole wstest run")
+    parser.add_argument(
+        "--report-only", action="store_true", help="compare the reports of the last run again"
+    )
     args = parser.parse_args()
+    if args.report_only:
+        return report(BUILD / "reports")
     python2 = find_python2(args.python2)
     if python2 is None:
         return skip("Python 2.7 not found (set AUTOBAHN_PYTHON2 or pass --python2)")
