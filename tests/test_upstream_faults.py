@@ -180,20 +180,12 @@ async def test_post_is_not_resent_after_close_before_status(make_rig: Any) -> No
     await assert_next_request_succeeds(rig)
 
 
-HUGE_HEADERS_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bug (frp-core): after the 502 for an oversized response head the upstream "
-    "connection is neither closed nor discarded: it stays open until keep-alive expiry and "
-    "the next request is written on it (and gets a 504)",
-)
-
-
 @pytest.mark.parametrize(
     "mode",
     [
         "bad_content_length",
         "conflicting_content_length",
-        pytest.param("huge_headers", marks=HUGE_HEADERS_BUG),
+        "huge_headers",
     ],
 )
 async def test_invalid_response_head_is_502(make_rig: Any, mode: str) -> None:
