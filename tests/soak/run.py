@@ -6,7 +6,8 @@
 Two backends (``backend.py``, separate processes) sit behind a 0.4.0-style FastAPI gateway
 (``LoadBalancer(HealthChecker([...]))`` with ``lb.proxy_pass`` and ``lb.proxy_pass_websocket``)
 running under uvicorn in this process.  Clients (httpx, websockets) send small GETs, streamed
-uploads and downloads, SSE streams and WebSocket sessions, some aborted on purpose.  A third of
+uploads and downloads, SSE streams and WebSocket sessions; some uploads, downloads and WebSocket
+sessions are aborted on purpose.  A third of
 the way in, backend 2 is killed (SIGKILL); two thirds in, it is restarted on the same port.
 
 Checks: no failure outside the window where backend 2 is down; every completed upload arrived
@@ -57,6 +58,7 @@ KINDS = {  # kind: weight
     "websocket": 8,
     "abort_download": 5,
     "abort_upload": 5,
+    "abort_websocket": 3,
 }
 
 
@@ -250,6 +252,20 @@ async def do_abort_upload(
     return "", False
 
 
+async def do_abort_websocket(
+    rng: random.Random, client: httpx.AsyncClient, base: str
+) -> tuple[str, bool]:
+    """A WebSocket client that vanishes without a closing handshake (TCP abort)."""
+    from websockets.asyncio.client import connect
+
+    ws = await connect(base.replace("http://", "ws://") + "/ws", open_timeout=10)
+    await ws.send("before the abort")
+    echo = await ws.recv()
+    ws.transport.abort()
+    await asyncio.wait_for(ws.wait_closed(), 10)
+    return ("", False) if echo == "before the abort" else ("websocket echo mismatch", True)
+
+
 _KIND_FUNCS = {
     "small": do_small,
     "upload": do_upload,
@@ -258,6 +274,7 @@ _KIND_FUNCS = {
     "websocket": do_websocket,
     "abort_download": do_abort_download,
     "abort_upload": do_abort_upload,
+    "abort_websocket": do_abort_websocket,
 }
 
 
@@ -438,7 +455,7 @@ def main() -> int:
         args.requests = 2_000 if args.short else 100_000
     # WebSocket sessions with permessage-deflate raise RSS to a plateau (zlib contexts of the
     # concurrent sessions): warm up long enough to reach it before the baseline is taken
-    args.warmup = min(2000, max(200, args.requests // 10))
+    args.warmup = min(2000, max(500, args.requests // 10))
     try:
         ok = asyncio.run(soak(args))
     except Exception as exc:  # the summary line is printed whatever happened
