@@ -179,7 +179,11 @@ async def send_body(
                 if n < _JOIN_LIMIT:
                     t.write(b"%x\r\n%b\r\n" % (n, chunk))
                 else:
-                    t.writelines((b"%x\r\n" % n, chunk, b"\r\n"))
+                    # One ``sendmsg`` for the size line and the chunk, then the CRLF by
+                    # ``write``: the selector transport's ``writelines`` (3.12, 3.13.0) never
+                    # calls ``pause_writing``, ``write`` does, so the upload stays flow-controlled.
+                    t.writelines((b"%x\r\n" % n, chunk))
+                    t.write(b"\r\n")
             elif sent > content_length:
                 raise LocalProtocolError(
                     "request body longer than its Content-Length", request_sent=True
