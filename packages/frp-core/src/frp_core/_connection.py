@@ -329,6 +329,10 @@ class Connection(asyncio.BufferedProtocol):
             msg = "upstream sent no data in time"
         self.fail(exc_cls(msg, request_sent=True))
 
+    def _drain_timed_out(self) -> None:
+        """The body writer's drain timer fired (its own timer: ``_timer`` is left alone)."""
+        self.fail(WriteTimeout("upstream did not accept the request in time", request_sent=True))
+
     def _lost(self, exc: Exception | None) -> None:
         """End of the byte stream (EOF or connection lost)."""
         if self.closed:

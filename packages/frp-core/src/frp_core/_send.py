@@ -214,7 +214,7 @@ async def send_body(
 async def _drain(conn: Connection) -> None:
     fut = conn._drain_waiter = conn.loop.create_future()
     to = conn._write_to
-    timer = None if to is None else conn.loop.call_later(to, conn._timed_out, WriteTimeout)
+    timer = None if to is None else conn.loop.call_later(to, conn._drain_timed_out)
     try:
         await fut
     finally:
