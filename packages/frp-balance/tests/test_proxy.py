@@ -173,7 +173,14 @@ def test_a_plain_list_with_every_backend_down_answers_the_real_error(
     with httpx.Client(base_url=gw.url) as client:
         statuses = {client.get("/x").status_code for _ in range(12)}
     assert statuses == {502}  # fail open: never every target ejected, so no blind 503
-    assert lb.stats()["retries"] >= 1
+    stats = lb.stats()
+    # 5 failures in a row eject one target (12 requests are plenty: each of the first ones
+    # tries both); the last one standing is never ejected, so nothing answers 503
+    assert [t["healthy"] for t in stats["targets"].values()].count(True) == 1
+    assert stats["no_target"] == 0
+    assert stats["retries"] >= 1  # the first requests failed over before answering 502
+    for t in dead:
+        assert stats["targets"][t]["connect_error"] == stats["targets"][t]["picks"] > 0
 
 
 def test_panic_mode_serves_when_every_probe_fails_but_traffic_works(
