@@ -177,6 +177,10 @@ class Proxy:
         options: dict[str, Any] = self.state["options"]
         return options
 
+    def expire(self) -> None:
+        """Make the running tunnel's route timeout expire now (from the test's thread)."""
+        self.state["expire"]()
+
     async def finished(self) -> dict[str, Any]:
         """Wait (bounded) for the proxied handler to return; what it left behind."""
         result: dict[str, Any] = await asyncio.to_thread(self.state["finished"].get, timeout=15)
@@ -193,7 +197,12 @@ def make_app(state: dict[str, Any]) -> FastAPI:
         error: BaseException | None = None
         try:
             call = proxy_pass_websocket(websocket, state["upstream"], **state["options"])
-            await asyncio.wait_for(call, state.get("deadline"))
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(None) as deadline:  # the route's own timeout
+                state["expire"] = lambda: loop.call_soon_threadsafe(
+                    deadline.reschedule, loop.time()
+                )
+                await call
         except BaseException as exc:
             error = exc
             raise
@@ -248,7 +257,7 @@ def proxy_wsproto() -> Iterator[Proxy]:
 def proxy(proxy_wsproto: Proxy) -> Iterator[Proxy]:
     """The shared wsproto proxy, options reset, result queue drained."""
     proxy_wsproto.state["options"] = {}
-    proxy_wsproto.state["deadline"] = None
+    proxy_wsproto.state["expire"] = None
     yield proxy_wsproto
     with contextlib.suppress(queue.Empty):
         while True:
