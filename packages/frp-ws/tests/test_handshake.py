@@ -100,6 +100,8 @@ async def test_path_cannot_reach_another_host(proxy, upstream, ws_client):
 
 
 async def test_compression_is_negotiated_per_hop(proxy, upstream, ws_client):
+    # uvicorn's wsproto server hides the client's offer from the scope: force it upstream.
+    proxy.options["compression"] = "deflate"
     ws = await ws_client(proxy.ws_url + "/", compression="deflate")
     assert (
         "permessage-deflate" in (header(ws.response_headers, "sec-websocket-extensions") or [""])[0]
@@ -116,6 +118,53 @@ async def test_compression_is_negotiated_per_hop(proxy, upstream, ws_client):
     await ws.send(text)
     assert await ws.recv() == text
     await ws.close(1000)
+
+
+async def test_upstream_compression_mirrors_the_client_unless_forced(proxy, upstream, ws_client):
+    # A client that offers no compression: the upstream hop is not compressed either (and
+    # random payloads are not deflated for nothing).
+    ws = await ws_client(proxy.ws_url + "/", compression=None)
+    assert header(ws.response_headers, "sec-websocket-extensions") == []
+    assert upstream.seen[0]["extensions"] is None
+    data = b"\x00" * 100_000
+    await ws.send(data)
+    assert await ws.recv() == data
+    await ws.close(1000)
+
+    proxy.options["compression"] = "deflate"  # forced: offered upstream whatever the client did
+    ws = await ws_client(proxy.ws_url + "/", compression=None)
+    assert "permessage-deflate" in (upstream.seen[1]["extensions"] or "")
+    await ws.send(data)
+    assert await ws.recv() == data
+    await ws.close(1000)
+
+
+async def test_upstream_compression_mirrors_the_clients_offer(upstream, ws_client, make_proxy):
+    if IMPLEMENTATION == "legacy":
+        pytest.skip("uvicorn's websockets-sansio server fails at runtime on websockets 11-12")
+    server = make_proxy(ws="websockets-sansio")  # passes Sec-WebSocket-Extensions in the scope
+    proxy = server.__enter__()
+    try:
+        proxy.state["upstream"] = upstream.url
+        text = "compressible " * 10_000
+        for offer, expected in (("deflate", True), (None, False)):
+            ws = await ws_client(proxy.ws_url + "/", compression=offer)
+            assert ("permessage-deflate" in (upstream.seen[-1]["extensions"] or "")) is expected
+            await ws.send(text)
+            assert await ws.recv() == text
+            await ws.close(1000)
+            assert await upstream.closes.get() == (1000, "")
+        proxy.state["options"] = {"compression": None}  # disabled whatever the client offers
+        ws = await ws_client(proxy.ws_url + "/", compression="deflate")
+        assert upstream.seen[-1]["extensions"] is None
+        await ws.close(1000)
+    finally:
+        server.__exit__(None, None, None)
+
+
+def test_unknown_compression_is_refused_at_configuration():
+    with pytest.raises(ValueError, match="compression"):
+        WebSocketProxy("http://127.0.0.1:9", compression="gzip")
 
 
 async def test_upstream_response_cookies_reach_the_client(proxy, upstream, ws_client):

@@ -3,7 +3,14 @@
 import pytest
 
 from frp_core._headers import TrustedProxies
-from frp_ws._request import base_url, resource, response_headers, upstream_headers, url_for
+from frp_ws._request import (
+    base_url,
+    offers_deflate,
+    resource,
+    response_headers,
+    upstream_headers,
+    url_for,
+)
 
 
 def scope(raw_path=b"/", query=b"", headers=(), client=("10.0.0.9", 5000)):
@@ -102,6 +109,22 @@ def test_headers_end_to_end_only():
     assert [v for n, v in out if n == "x-forwarded-for"] == ["10.0.0.9"]
     assert ("x-forwarded-host", "proxy.example") in out
     assert ("via", "1.1 frp") in out
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([], False),
+        ([b"permessage-deflate"], True),
+        ([b"x-webkit-deflate-frame, Permessage-Deflate; client_max_window_bits"], True),
+        ([b"x-foo", b"permessage-deflate; server_no_context_takeover"], True),
+        ([b"x-permessage-deflate-ish"], False),
+        ([b"foo; permessage-deflate"], False),  # a parameter, not an extension
+    ],
+)
+def test_offers_deflate_reads_the_clients_extension_offer(values, expected):
+    s = scope(headers=[(b"sec-websocket-extensions", v) for v in values])
+    assert offers_deflate(s) is expected
 
 
 def test_additional_and_override_headers():

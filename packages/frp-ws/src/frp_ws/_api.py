@@ -28,7 +28,7 @@ async def proxy_pass_websocket(
     ping_interval: float | None = 20.0,
     ping_timeout: float | None = 20.0,
     close_timeout: float | None = 5.0,
-    compression: str | None = "deflate",
+    compression: str | None = "auto",
     trusted_proxies: TrustedProxies | Iterable[str] | None = None,
     ssl: Any = None,
 ) -> None:

@@ -114,6 +114,17 @@ def upstream_headers(
     return [(_text(n), _text(v)) for n, v in headers]
 
 
+def offers_deflate(scope: Mapping[str, Any]) -> bool:
+    """Whether the client's handshake offered permessage-deflate (``Sec-WebSocket-Extensions``)."""
+    for name, value in scope.get("headers") or ():
+        if name.lower() != b"sec-websocket-extensions":
+            continue
+        for offer in bytes(value).split(b","):
+            if offer.split(b";", 1)[0].strip().lower() == b"permessage-deflate":
+                return True
+    return False
+
+
 def response_headers(headers: Sequence[tuple[str, str]]) -> RawHeaders:
     """Upstream handshake response headers worth passing to the client (e.g. Set-Cookie)."""
     out: RawHeaders = []

@@ -16,7 +16,14 @@ from frp_core._routing import Outcome, Router, Upstreams
 
 from . import _close
 from ._compat import HandshakeRefused, UpstreamClosed, UpstreamConnection, connect
-from ._request import HeaderInput, resource, response_headers, upstream_headers, url_for
+from ._request import (
+    HeaderInput,
+    offers_deflate,
+    resource,
+    response_headers,
+    upstream_headers,
+    url_for,
+)
 
 __all__ = ["DEFAULT_MAX_SIZE", "Tunnel", "tunnel"]
 
@@ -32,6 +39,7 @@ DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 _MAX_ATTEMPTS = 32  # a bound on failover, whatever ``Upstreams.pick`` says
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _CLIENT_GONE = (OSError, WebSocketDisconnect)
+_COMPRESSION = ("auto", "deflate", None)
 
 
 class _Single:
@@ -91,7 +99,7 @@ class Tunnel:
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
         close_timeout: float | None = 5.0,
-        compression: str | None = "deflate",
+        compression: str | None = "auto",
         trusted_proxies: TrustedProxies | Iterable[str] | None = None,
         ssl: Any = None,
     ) -> None:
@@ -99,6 +107,8 @@ class Tunnel:
             raise ValueError("max_size must be positive or None")
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
+        if compression not in _COMPRESSION:
+            raise ValueError('compression must be "auto", "deflate" or None')
         self.path = path
         self.subprotocols = subprotocols
         self.forward_query = forward_query
@@ -134,6 +144,9 @@ class Tunnel:
         )
         offered = list(scope.get("subprotocols") or [])
         offer = list(self.subprotocols) if self.subprotocols is not None else offered
+        compression = self.compression
+        if compression == "auto":  # per hop, mirroring the client's offer
+            compression = "deflate" if offers_deflate(scope) else None
         loop = asyncio.get_running_loop()
         tried: list[str] = []
         failure: HandshakeRefused | UpstreamError | None = None
@@ -151,7 +164,7 @@ class Tunnel:
                 failure = ConnectError()
                 continue
             try:
-                up = await self._connect(url, offer, headers)
+                up = await self._connect(url, offer, headers, compression)
             except HandshakeRefused as exc:
                 retry = exc.status in _RETRY_STATUSES
                 outcome = Outcome.HTTP_5XX if retry else Outcome.SUCCESS
@@ -176,7 +189,11 @@ class Tunnel:
         await _refuse(scope, send, failure)
 
     async def _connect(
-        self, url: str, offer: Sequence[str], headers: Sequence[tuple[str, str]]
+        self,
+        url: str,
+        offer: Sequence[str],
+        headers: Sequence[tuple[str, str]],
+        compression: str | None,
     ) -> UpstreamConnection:
         return await connect(
             url,
@@ -188,7 +205,7 @@ class Tunnel:
             max_queue=self.max_queue,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
-            compression=self.compression,
+            compression=compression,
             ssl=self.ssl,
         )
 
