@@ -408,8 +408,8 @@ async def test_upstream_that_never_reads_is_write_timeout(
             await engine.request(srv.origin, b"PUT", b"/", hdrs(srv.origin), body(), length, quick)
         assert info.value.request_sent
         # flow control held: the upload waited for the upstream instead of buffering 256 MiB
-        # (large chunked chunks go out through ``writelines``, which on Python 3.12/3.13.0
-        # never pauses the protocol by itself)
+        # (big chunks go out through ``writelines``, which never pauses the protocol by
+        # itself without the fix of CPython gh-127655, e.g. on 3.13.0)
         assert 0 < engine.stats()["max_send_buffer"] < 4 * 1024 * 1024
         assert engine.stats()["open"] == 0
         assert no_engine_tasks()

@@ -180,8 +180,9 @@ async def send_body(
                     t.write(b"%x\r\n%b\r\n" % (n, chunk))
                 else:
                     # One ``sendmsg`` for the size line and the chunk, then the CRLF by
-                    # ``write``: the selector transport's ``writelines`` (3.12, 3.13.0) never
-                    # calls ``pause_writing``, ``write`` does, so the upload stays flow-controlled.
+                    # ``write``: without the fix of CPython gh-127655 (3.12, 3.13.0) the
+                    # selector transport's ``writelines`` never calls ``pause_writing``;
+                    # ``write`` does, so the upload stays flow-controlled.
                     t.writelines((b"%x\r\n" % n, chunk))
                     t.write(b"\r\n")
             elif sent > content_length:
