@@ -278,29 +278,49 @@ _KIND_FUNCS = {
 }
 
 
+@dataclasses.dataclass
+class Tally:
+    """Counts per kind, and the failed requests only: memory stays flat however long the run
+    (the leak check counts Python objects, so the driver must not keep one per request)."""
+
+    done: int = 0
+    by_kind: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    ok_by_kind: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    failed: list[Result] = dataclasses.field(default_factory=list)
+
+    def add(self, result: Result) -> None:
+        self.done += 1
+        self.by_kind[result.kind] += 1
+        if result.ok:
+            self.ok_by_kind[result.kind] += 1
+        else:
+            self.failed.append(result)
+
+
 async def drive(
     base: str,
     total: int,
     concurrency: int,
     seed: int,
     on_progress: Any = None,
-) -> list[Result]:
+) -> Tally:
     rng = random.Random(seed)
-    kinds = rng.choices(list(KINDS), weights=list(KINDS.values()), k=total)
-    results: list[Result] = []
+    kind_names, weights = list(KINDS), list(KINDS.values())
+    tally = Tally()
     counter = iter(range(total))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
 
         async def worker(w: int) -> None:
             wrng = random.Random(seed * 1000 + w)
-            for i in counter:
-                results.append(await one(kinds[i], wrng, client, base))
+            for _ in counter:
+                kind = rng.choices(kind_names, weights=weights)[0]
+                tally.add(await one(kind, wrng, client, base))
                 if on_progress is not None:
-                    await on_progress(len(results))
+                    await on_progress(tally.done)
 
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return results
+    return tally
 
 
 # -- resources --------------------------------------------------------------------------------
@@ -361,10 +381,10 @@ async def soak(args: argparse.Namespace) -> bool:
 async def _soak(args: argparse.Namespace, backends: list[Backend], proxy: Any) -> bool:
     base = proxy.url
     warm = await drive(base, args.warmup, args.concurrency, seed=args.seed + 1)
-    warm_failed = [r for r in warm if not r.ok]
+    warm_failed = warm.failed
     await settle(proxy)
     before = snapshot(proxy)
-    print(f"soak: baseline {before} after {len(warm)} warm-up requests", flush=True)
+    print(f"soak: baseline {before} after {warm.done} warm-up requests", flush=True)
 
     victim = backends[1]
     kill_at, restart_at = args.requests // 3, 2 * args.requests // 3
@@ -385,7 +405,7 @@ async def _soak(args: argparse.Namespace, backends: list[Backend], proxy: Any) -
             print(f"soak: restarted {victim.name} after {done} requests", flush=True)
 
     t0 = time.monotonic()
-    results = await drive(base, args.requests, args.concurrency, args.seed, on_progress)
+    tally = await drive(base, args.requests, args.concurrency, args.seed, on_progress)
     elapsed = time.monotonic() - t0
     await settle(proxy)
     after = snapshot(proxy)
@@ -400,9 +420,9 @@ async def _soak(args: argparse.Namespace, backends: list[Backend], proxy: Any) -
     def excused(r: Result) -> bool:  # in flight while the victim was down
         return r.end >= kill and r.start <= restart
 
-    by_kind = collections.Counter(r.kind for r in results)
-    failed = [r for r in results if not r.ok]
-    corrupt = [r for r in results if r.corrupt]
+    by_kind = tally.by_kind
+    failed = tally.failed
+    corrupt = [r for r in failed if r.corrupt]
     unexcused = [r for r in failed if not excused(r)]
     problems: list[str] = []
     if warm_failed:
@@ -434,13 +454,12 @@ async def _soak(args: argparse.Namespace, backends: list[Backend], proxy: Any) -
         problems.append(
             f"RSS {before['rss'] >> 20} MiB -> {after['rss'] >> 20} MiB (+{rss_margin >> 20} ok)"
         )
-    if len(results) != args.requests:
-        problems.append(f"{len(results)} results for {args.requests} requests")
+    if tally.done != args.requests:
+        problems.append(f"{tally.done} results for {args.requests} requests")
 
-    print(f"soak: {len(results)} requests in {elapsed:.1f}s, concurrency {args.concurrency}")
+    print(f"soak: {tally.done} requests in {elapsed:.1f}s, concurrency {args.concurrency}")
     print(f"soak: mix {dict(sorted(by_kind.items()))}")
-    uploads = [r for r in results if r.kind == "upload" and r.ok]
-    print(f"soak: {len(uploads)} uploads completed and verified intact")
+    print(f"soak: {tally.ok_by_kind['upload']} uploads completed and verified intact")
     excused_n = len(failed) - len(unexcused)
     print(f"soak: {excused_n} failures while {backends[1].name} was down (allowed)")
     if excused_n:
