@@ -97,37 +97,78 @@ def make_engine(*, limits: Any = None, verify: Any = True, cert: Any = None) -> 
     return Engine(limits=_limits(limits), ssl_context=_ssl_context(verify, cert))
 
 
+#: The last ``(loop, default sender)`` pair: one identity test per request.
+_last_default: tuple[asyncio.AbstractEventLoop | None, Sender | None] = (None, None)
+
+
 def default_sender() -> Sender:
     """The sender of the running loop when no client is stored in the app."""
+    global _last_default
     loop = asyncio.get_running_loop()
+    last_loop, last_sender = _last_default
+    if loop is last_loop and last_sender is not None:
+        return last_sender
     sender = _DEFAULTS.get(loop)
     if sender is None:
         sender = make_engine()
         _DEFAULTS[loop] = sender
+    _last_default = (loop, sender)
     return sender
 
 
 async def aclose_default_sender() -> None:
     """Close the running loop's default sender (a new one is made on the next request)."""
-    sender = _DEFAULTS.pop(asyncio.get_running_loop(), None)
+    global _last_default
+    loop = asyncio.get_running_loop()
+    if _last_default[0] is loop:
+        _last_default = (None, None)
+    sender = _DEFAULTS.pop(loop, None)
     if sender is not None:
         await sender.aclose()
 
 
+#: The last ``(client, sender)`` pair looked up: the per-request lookup is then one identity
+#: test, not a weak-key dictionary lookup (which makes a weak reference per call).
+_last: tuple[httpx.AsyncClient | None, Sender | None] = (None, None)
+
+
 def sender_for_client(client: httpx.AsyncClient) -> Sender:
     """The engine made with ``client``, or the httpx path over ``client`` itself."""
+    global _last
+    last_client, last_sender = _last
+    if client is last_client and last_sender is not None:
+        return last_sender
     sender = _SENDERS.get(client)
-    return sender if sender is not None else HttpxSender(client)
+    if sender is None:
+        return HttpxSender(client)
+    _last = (client, sender)
+    return sender
+
+
+def _forget(client: httpx.AsyncClient) -> Sender | None:
+    """Drop the engine made with ``client`` (when the client is closed)."""
+    global _last
+    if _last[0] is client:
+        _last = (None, None)
+    return _SENDERS.pop(client, None)
+
+
+def _stored_client(app: Any) -> Any:
+    """``app.state.http_proxy_client``, or ``None`` (without raising on the common miss)."""
+    state = getattr(app, "state", None)
+    if state is None:
+        return None
+    attrs = getattr(state, "_state", None)  # Starlette's ``State`` keeps its attributes here
+    if type(attrs) is dict:
+        return attrs.get("http_proxy_client")
+    return getattr(state, "http_proxy_client", None)
 
 
 def sender_for_scope(scope: MutableMapping[str, Any]) -> Sender:
     """The sender for a request: the app's stored client, else the loop's default engine."""
     app = scope.get("app")
     if app is not None:
-        try:
-            client = app.state.http_proxy_client
-        except AttributeError:
-            client = None
+        client = _stored_client(app)
         if client is not None:
             return sender_for_client(client)
     return default_sender()
@@ -165,7 +206,7 @@ async def close_httpx_client(app: Any) -> None:
     client = getattr(app.state, "http_proxy_client", None)
     if client is None:
         return
-    sender = _SENDERS.pop(client, None)
+    sender = _forget(client)
     try:
         if sender is not None:
             await sender.aclose()
@@ -192,7 +233,7 @@ class Proxy:
         if getattr(self._app.state, "http_proxy_client", None) is self.client:
             await close_httpx_client(self._app)
         else:
-            sender = _SENDERS.pop(self.client, None)
+            sender = _forget(self.client)
             if sender is not None:
                 await sender.aclose()
             await self.client.aclose()

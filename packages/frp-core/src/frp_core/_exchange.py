@@ -209,11 +209,15 @@ async def open_exchange(
     Without a request body to stream, a client disconnect during a long wait for the response
     head (a long poll) cancels the attempt after :data:`WATCH_DELAY` seconds.
     """
-    if opts.body is None and any(n in _BODY_HEADERS for n, _ in scope["headers"]):
-        return await _open(scope, receive, upstream, path, opts, sender)
+    try:
+        framing = check_framing(scope["headers"])
+    except BadRequest:
+        return BAD_REQUEST
+    if opts.body is None and (framing[0] is not None or framing[1]):
+        return await _open(scope, receive, upstream, path, opts, sender, framing)
     watcher = Watcher(receive, WATCH_DELAY)
     try:
-        result = await _open(scope, receive, upstream, path, opts, sender)
+        result = await _open(scope, receive, upstream, path, opts, sender, framing)
     except asyncio.CancelledError:
         if not watcher.fired:
             raise
@@ -230,9 +234,6 @@ async def open_exchange(
             _uncancel()
         return None
     return result
-
-
-_BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 
 
 def _uncancel() -> None:
@@ -255,12 +256,10 @@ async def _open(
     path: str | None,
     opts: Options,
     sender: Sender,
+    framing: tuple[int | None, bool],
 ) -> Exchange | ErrorReply | None:
     incoming: list[tuple[bytes, bytes]] = scope["headers"]
-    try:
-        length, chunked = check_framing(incoming)
-    except BadRequest:
-        return BAD_REQUEST
+    length, chunked = framing
     method = opts.method or scope["method"].encode("ascii")
     failover = not isinstance(upstream, str)
     body: bytes = b""
@@ -306,9 +305,10 @@ async def _open(
             return None if reader is not None and reader.disconnected else error_reply(exc)
         return Exchange(response, _response_headers(response, opts), reader)
 
-    ups: Upstreams = (
-        upstream.route(scope) if isinstance(upstream, Router) else cast(Upstreams, upstream)
-    )
+    # ``hasattr``, not ``isinstance(upstream, Router)``: a runtime-checkable Protocol check
+    # walks the protocol's members on every call.
+    route = getattr(upstream, "route", None)
+    ups: Upstreams = route(scope) if route is not None else cast(Upstreams, upstream)
     loop = asyncio.get_running_loop()
     tried: list[str] = []
     last: UpstreamError | None = None

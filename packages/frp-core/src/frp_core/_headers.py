@@ -132,7 +132,7 @@ def forwarding_headers(
             out.append((b"x-forwarded-host", prior_host or host))
     else:
         out.append((b"x-forwarded-for", peer.encode("latin-1")))
-        out.append((b"x-forwarded-proto", proto.encode()))
+        out.append((b"x-forwarded-proto", b"https" if proto == "https" else b"http"))
         if host:
             out.append((b"x-forwarded-host", host))
     if forwarded:
@@ -158,6 +158,7 @@ _REQUEST_DROP: frozenset[bytes] = HOP_BY_HOP | FORWARDING | {b"host", b"content-
 _FRAMING: frozenset[bytes] = HOP_BY_HOP | {b"content-length"}
 _DATE_SERVER: frozenset[bytes] = frozenset({b"date", b"server"})
 _BAD_VALUE = frozenset(b"\r\n\x00")
+_RESPONSE_DROP: frozenset[bytes] = HOP_BY_HOP | _DATE_SERVER
 
 
 def _as_bytes(value: Any) -> bytes:
@@ -233,9 +234,7 @@ def response_headers(
     ``Date``/``Server`` are dropped unless ``keep_date_server`` (uvicorn always adds its own);
     ``Content-Length`` is dropped when ``drop_length`` (1xx/204/304 responses).
     """
-    drop = HOP_BY_HOP
-    if not keep_date_server:
-        drop = drop | _DATE_SERVER
+    drop = HOP_BY_HOP if keep_date_server else _RESPONSE_DROP
     for name, _ in upstream:
         if name == b"connection":
             drop = drop | connection_tokens(upstream)

@@ -20,18 +20,16 @@ class Watcher:
     :class:`_Sweeper` per loop starts those whose delay has passed.
     """
 
-    __slots__ = ("__weakref__", "_receive", "_target", "fired", "task")
+    __slots__ = ("__weakref__", "_receive", "_sweeper", "_target", "fired", "task")
 
     def __init__(self, receive: Receive, delay: float = 0.0) -> None:
         self.fired = False
         self.task: asyncio.Task[None] | None = None
         self._receive = receive
         self._target = asyncio.current_task()
+        self._sweeper: _Sweeper | None = None
         if delay > 0:
-            loop = asyncio.get_running_loop()
-            sweeper = _SWEEPERS.get(loop)
-            if sweeper is None:
-                sweeper = _SWEEPERS[loop] = _Sweeper(loop, delay)
+            self._sweeper = sweeper = _sweeper(asyncio.get_running_loop(), delay)
             sweeper.add(self)
         else:
             self.start()
@@ -51,10 +49,8 @@ class Watcher:
     def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
-        else:
-            sweeper = _SWEEPERS.get(asyncio.get_running_loop())
-            if sweeper is not None:
-                sweeper.pending.pop(self, None)
+        elif self._sweeper is not None:
+            self._sweeper.pending.pop(self, None)
 
 
 class _Sweeper:
@@ -88,3 +84,17 @@ class _Sweeper:
 _SWEEPERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = (
     weakref.WeakKeyDictionary()
 )
+#: The sweeper used last (a weak-key lookup makes a weak reference per call).
+_last: _Sweeper | None = None
+
+
+def _sweeper(loop: asyncio.AbstractEventLoop, delay: float) -> _Sweeper:
+    global _last
+    last = _last
+    if last is not None and last.loop is loop:
+        return last
+    sweeper = _SWEEPERS.get(loop)
+    if sweeper is None:
+        sweeper = _SWEEPERS[loop] = _Sweeper(loop, delay)
+    _last = sweeper
+    return sweeper
