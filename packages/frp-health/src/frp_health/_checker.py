@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import random as _random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,7 +18,7 @@ import httpx
 from .__about__ import __version__
 from ._events import ChangeStream, Hub, StateChange, TargetSnapshot, TargetState
 from ._probe import ProbeResult, make_client, probe
-from ._state import HealthTable, Policy
+from ._state import SUCCESS, HealthTable, Policy
 from ._target import (
     Target,
     check_count,
@@ -246,11 +247,15 @@ class HealthChecker:
         ``outcome`` is an ``frp_core.Outcome`` value.  ``KeyError`` for an unknown target,
         ``ValueError`` for an unknown outcome.
         """
-        url = self._require(target)
-        if latency is not None:
+        url = self._aliases.get(target) or self._require(target)
+        if latency is not None and not (type(latency) is float and 0.0 <= latency < math.inf):
             latency = check_number("latency", latency, allow_zero=True)
         self._refresh()
-        change = self._table.reported(url, str(outcome), latency, self._clock())
+        table = self._table
+        if outcome == SUCCESS:  # the common case: no clock read
+            table.reported(url, SUCCESS, latency, 0.0)
+            return
+        change = table.reported(url, str(outcome), latency, self._clock())
         if change is not None:
             self._publish(change)
             if self._wake is not None:
@@ -336,6 +341,8 @@ class HealthChecker:
         self._hub.publish(change)
 
     def _refresh(self) -> None:
+        if not self._table.ejected:  # nothing to re-admit: no clock read
+            return
         for change in self._table.expire(self._clock()):
             self._publish(change)
 
