@@ -35,6 +35,9 @@ from ._strategies import (
 
 logger = logging.getLogger("frp_balance")
 
+#: Strategies whose only candidate is picked with no state change and no random draw.
+_SINGLE_IS_PICKED = frozenset({"latency", "least_requests"})
+
 
 def _check_url(url: object) -> str:
     if not isinstance(url, str):
@@ -121,11 +124,20 @@ class LoadBalancer(Proxying):
         if any(not isinstance(w, int) or w < 1 for w in self._weights.values()):
             raise ValueError("weights must be integers >= 1")
         self._limits = Limits()
+        # ``None`` (no per-target limit) is not stored: an unlimited balancer then has empty
+        # per-target maps and ``Limits.bounded()`` costs nothing per request.
         for t, cfg in configs.items():
-            self._limits.rate[t] = cfg.get("maxrequests")
-            self._limits.concurrency[t] = cfg.get("max_in_flight")
+            if cfg.get("maxrequests") is not None:
+                self._limits.rate[t] = cfg["maxrequests"]
+            if cfg.get("max_in_flight") is not None:
+                self._limits.concurrency[t] = cfg["max_in_flight"]
         if isinstance(max_in_flight, Mapping):
-            self._limits.concurrency.update(max_in_flight)
+            caps: Mapping[str, int | None] = max_in_flight
+            for t, cap in caps.items():
+                if cap is None:
+                    self._limits.concurrency.pop(t, None)
+                else:
+                    self._limits.concurrency[t] = cap
         else:
             self._limits.default_concurrency = max_in_flight
         self._index = 0  # round robin: ties go to the target at this index first
@@ -216,7 +228,8 @@ class LoadBalancer(Proxying):
         return target
 
     def _candidates(self, exclude: set[str], now: float, *, commit: bool) -> list[str]:
-        targets = self.get_all()
+        # read only here: no copy of the target list per request
+        targets: list[str] = self._source.targets if self._health_mode else self._static
         healthy = set(self._source.get_healthy_targets())
         if commit:
             self._readmit(targets, healthy)
@@ -243,6 +256,8 @@ class LoadBalancer(Proxying):
     def _readmit(self, targets: list[str], healthy: set[str]) -> None:
         """A target that is new or healthy again starts over: no samples, one request at a time."""
         known = self._known_healthy
+        if known == healthy:  # the common case: nothing became healthy
+            return
         for t in targets:
             name = self._canon.get(t, t)
             if name in healthy and (known is None or name not in known):
@@ -252,6 +267,8 @@ class LoadBalancer(Proxying):
 
     def _select(self, candidates: list[str], key: str | None, now: float, *, commit: bool) -> str:
         strategy = self.strategy
+        if len(candidates) == 1 and strategy in _SINGLE_IS_PICKED:
+            return candidates[0]  # what two_choices would return, without building its costs
         if strategy == "round_robin":
             order = self._order()
             n = max(len(order), 1)
