@@ -1,7 +1,8 @@
 """Request smuggling and header hygiene, under both uvicorn HTTP parsers (h11 and httptools).
 
-Each vector is sent as raw bytes over a socket to ``ReverseProxy`` under uvicorn; the upstream
-is a recording raw server.  A vector passes if it is rejected with 400 and the connection
+Each vector is sent as raw bytes over a socket to the proxy under uvicorn, in both public forms
+(``ReverseProxy`` and a FastAPI route calling ``proxy_pass``); the upstream is a recording raw
+server.  A vector passes if it is rejected with 400 and the connection
 closed, or (where the table allows it) provably normalised: what reached the upstream is one
 well-formed request with unambiguous framing and clean headers.  In no case does the upstream
 see the smuggled request or the ambiguous header as it was sent.
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from fault_server import OK_BODY, FaultServer, Request, fault_server
 from frp_testing import run_server
-from proxy_rig import core, proxy_app
+from proxy_rig import core, proxy_app, route_app
 
 PARSERS = ["h11", "httptools"]
 _ids = itertools.count()
@@ -128,11 +129,17 @@ def upstream() -> Iterator[FaultServer]:
         yield fs
 
 
-@pytest.fixture(scope="module", params=PARSERS)
+@pytest.fixture(
+    scope="module",
+    params=[(p, f) for p in PARSERS for f in ("asgi", "route")],
+    ids=lambda param: "-".join(param),
+)
 def proxy(request: pytest.FixtureRequest, upstream: FaultServer) -> Iterator[Any]:
-    core()
+    """The proxy under one uvicorn parser, as ``ReverseProxy`` or as the Quick Start route."""
+    parser, form = request.param
     timeouts = core().Timeouts(connect=5.0, read=5.0, write=5.0, pool=5.0)
-    with run_server(proxy_app(upstream.url, timeouts=timeouts), http=request.param) as server:
+    make = proxy_app if form == "asgi" else route_app
+    with run_server(make(upstream.url, timeouts=timeouts), http=parser) as server:
         yield server
 
 
@@ -321,7 +328,7 @@ def test_encoded_controls_and_traversal_stay_encoded(
     assert response is not None
     status, _, body = response
     seen = upstream.requests[before:]
-    if status == 400:
+    if status in (400, 404):  # 404: Starlette's route regex does not match a decoded "\n"
         assert seen == []
         return
     assert (status, body) == (200, OK_BODY)
