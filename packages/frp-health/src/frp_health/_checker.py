@@ -113,6 +113,7 @@ class HealthChecker:
         for t in self._targets.values():
             if t.method is not None:
                 self._table.records[t.url].method = t.method
+        self._healthy: tuple[int, list[str]] = (-1, [])  # (generation, healthy targets)
         self._hub = Hub()
         self._client = httpx_client
         self._owns_client = httpx_client is None
@@ -216,7 +217,18 @@ class HealthChecker:
     def get_healthy_targets(self) -> list[str]:
         """Routable targets, in configuration order."""
         self._refresh()
-        return [url for url, rec in self._table.records.items() if rec.state.routable]
+        table = self._table
+        if self._healthy[0] != table.generation:
+            urls = [url for url, rec in table.records.items() if rec.state.routable]
+            self._healthy = (table.generation, urls)
+        return list(self._healthy[1])
+
+    @property
+    def generation(self) -> int:
+        """A number that changes whenever a target's state may have changed (e.g. the set of
+        healthy targets): a load balancer caches its candidates by it."""
+        self._refresh()
+        return self._table.generation
 
     def get_response_times(self) -> dict[str, float]:
         """Latency in ms of every routable target (0.4.0 shape, see ``status``)."""

@@ -101,6 +101,8 @@ class HealthTable:
             for url in urls
         }
         self.ejected = 0  #: how many targets are ejected now
+        #: bumped at every state change: readers cache what depends on routability by it
+        self.generation = 0
 
     # -- transitions -------------------------------------------------------------------------
 
@@ -108,6 +110,7 @@ class HealthTable:
         new = rec.state
         if new == old:
             return None
+        self.generation += 1
         rec.reason = reason
         if new.routable and not old.routable:
             rec.admitted_at = now
