@@ -148,6 +148,8 @@ class LoadBalancer(Proxying):
         self._latencies = Latencies(decay, default_latency)
         self._fresh: set[str] = set()  # at most one request in flight until a first success
         self._known_healthy: set[str] | None = None
+        #: (source generation, targets, healthy targets) of the last pick
+        self._pool: tuple[object, list[str], list[str]] | None = None
         self._active_retries = 0
         self._counters: dict[str, int] = dict.fromkeys(
             ("requests", "retries", "retries_denied", "no_target", "panic"), 0
@@ -228,13 +230,22 @@ class LoadBalancer(Proxying):
         return target
 
     def _candidates(self, exclude: set[str], now: float, *, commit: bool) -> list[str]:
-        # read only here: no copy of the target list per request
-        targets: list[str] = self._source.targets if self._health_mode else self._static
-        healthy = set(self._source.get_healthy_targets())
-        if commit:
-            self._readmit(targets, healthy)
+        # A source with a ``generation`` (frp-health's checker) says when its healthy set may
+        # have changed: until then the pool is reused, with no scan of the targets.
+        generation = getattr(self._source, "generation", None)
+        cached = self._pool
+        if generation is not None and cached is not None and cached[0] == generation:
+            targets, pool = cached[1], cached[2]
+        else:
+            # read only here: no copy of the target list
+            targets = self._source.targets if self._health_mode else self._static
+            healthy = set(self._source.get_healthy_targets())
+            if commit:
+                self._readmit(targets, healthy)
+            pool = [t for t in targets if self._canon.get(t, t) in healthy]
+            if commit and generation is not None:  # cached after the re-admission only
+                self._pool = (generation, targets, pool)
         self._limits.tick(self._window_marker(now))
-        pool = [t for t in targets if self._canon.get(t, t) in healthy]
         if self.panic_threshold is not None and len(pool) < self.panic_threshold * len(targets):
             pool = targets
             if commit:
@@ -277,8 +288,13 @@ class LoadBalancer(Proxying):
                 candidates, self._weights, current, lambda t: (order[t] - self._index) % n
             )
         if strategy == "latency":
-            open_ = [t for t in candidates if t not in self._fresh or not self._in_flight.get(t)]
-            latency = self._latencies.scorer(now, self.get_all(), self._probes)
+            fresh = self._fresh
+            open_ = (
+                [t for t in candidates if t not in fresh or not self._in_flight.get(t)]
+                if fresh
+                else candidates
+            )
+            latency = self._latencies.scorer(now, self.get_all, self._probes)
 
             def cost(t: str) -> float:
                 return latency(t) * (self._in_flight.get(t, 0) + 1) / self._weights.get(t, 1)

@@ -68,13 +68,17 @@ class Latencies:
         self._ewma.pop(target, None)
 
     def scorer(
-        self, now: float, targets: Sequence[str], probes: Callable[[], Mapping[str, float]]
+        self,
+        now: float,
+        targets: Callable[[], Sequence[str]],
+        probes: Callable[[], Mapping[str, float]],
     ) -> Callable[[str], float]:
         """Latency in seconds per target: the estimate, else a prior computed on first need.
 
         The prior is the target's probe latency (``probes()``, seconds) scaled by how real
-        requests compare with probes on the targets that have both (a probe opens a new
-        connection and usually reads slower), else the mean estimate, else ``default``.
+        requests compare with probes on the targets (``targets()``) that have both (a probe
+        opens a new connection and usually reads slower), else the mean estimate, else
+        ``default``.
         """
         priors: dict[str, float] | None = None
 
@@ -84,7 +88,7 @@ class Latencies:
             if value is not None:
                 return value
             if priors is None:
-                priors = self._priors(now, targets, probes())
+                priors = self._priors(now, targets(), probes())
             return priors.get(target, self.default)
 
         return latency

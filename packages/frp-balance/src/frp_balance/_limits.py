@@ -26,8 +26,8 @@ class Limits:
         return (
             self.default_rate is not None
             or self.default_concurrency is not None
-            or any(v is not None for v in self.rate.values())
-            or any(v is not None for v in self.concurrency.values())
+            or (bool(self.rate) and any(v is not None for v in self.rate.values()))
+            or (bool(self.concurrency) and any(v is not None for v in self.concurrency.values()))
         )
 
     def tick(self, marker: object) -> None:

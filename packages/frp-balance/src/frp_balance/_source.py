@@ -3,7 +3,9 @@
 Any object with the seed ``HealthChecker`` shape works (``targets``, ``get_healthy_targets()``,
 ``get_response_times()`` in milliseconds).  Optional members are used when present:
 ``report(target, outcome, latency)`` (passive health), ``last_update`` (the window of
-``maxrequests``), ``interval``, ``target_configs`` and ``is_personalized``.
+``maxrequests``), ``interval``, ``target_configs``, ``is_personalized`` and ``generation`` (a
+value that changes whenever the healthy set may have changed: the balancer's candidates are
+cached by it).
 """
 
 from __future__ import annotations
