@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ from frp_core._headers import NO_TRUSTED_PROXIES, TrustedProxies
 from frp_core._routing import Outcome, Router, Upstreams
 
 from . import _close
-from ._compat import HandshakeRefused, UpstreamClosed, UpstreamConnection, connect
+from ._compat import CLOSED, HandshakeRefused, UpstreamConnection, closed, connect
 from ._request import (
     HeaderInput,
     offers_deflate,
@@ -266,33 +267,43 @@ class _Relay:
         self.max_size = max_size
 
     async def to_upstream(self) -> _Ending:
-        receive, up, limit = self.receive, self.up, self.max_size
+        receive, send_up = self.receive, self.up.raw_send
+        limit = self.max_size if self.max_size is not None else sys.maxsize
+        # Only a message longer than limit // 4 characters can be over ``limit`` bytes (UTF-8
+        # needs at most 4 bytes a character): the exact size is computed only for those.
+        quarter = limit // 4
         while True:
             message = await receive()
-            kind = message["type"]
-            if kind == "websocket.receive":
-                text = message.get("text")
-                data: str | bytes = text if text is not None else (message.get("bytes") or b"")
-                if limit is not None and len(data) > limit // 4 and _size(data) > limit:
+            if message["type"] == "websocket.receive":
+                data: str | bytes | None = message.get("text")
+                if data is None:
+                    data = message.get("bytes")
+                    if data is None:
+                        data = b""
+                if len(data) > quarter and _size(data) > limit:
                     return _Ending("too-big")
                 try:
-                    await up.send(data)
-                except UpstreamClosed as exc:
-                    return _Ending("upstream", exc.code, exc.reason, exc.sent_first)
-            elif kind == "websocket.disconnect":
+                    await send_up(data)
+                except CLOSED as exc:
+                    ended = closed(exc)
+                    return _Ending("upstream", ended.code, ended.reason, ended.sent_first)
+            elif message["type"] == "websocket.disconnect":
                 code = message.get("code", _close.NO_STATUS)
                 return _Ending("client", code, message.get("reason") or "")
 
     async def to_client(self) -> _Ending:
-        send, up = self.send, self.up
+        send, recv_up = self.send, self.up.raw_recv
         while True:
             try:
-                data = await up.recv()
-            except UpstreamClosed as exc:
-                return _Ending("upstream", exc.code, exc.reason, exc.sent_first)
-            message = {"type": "websocket.send", "text" if isinstance(data, str) else "bytes": data}
+                data = await recv_up()
+            except CLOSED as exc:
+                ended = closed(exc)
+                return _Ending("upstream", ended.code, ended.reason, ended.sent_first)
             try:
-                await send(message)
+                if isinstance(data, str):
+                    await send({"type": "websocket.send", "text": data})
+                else:
+                    await send({"type": "websocket.send", "bytes": data})
             except _CLIENT_GONE:
                 return _Ending("client", _close.ABNORMAL)
 
