@@ -63,6 +63,8 @@ class Connection(asyncio.BufferedProtocol):
         "_buffered",
         "_cl",
         "_complete",
+        "_deadline",
+        "_deadline_exc",
         "_drain_waiter",
         "_error",
         "_head_size",
@@ -82,6 +84,7 @@ class Connection(asyncio.BufferedProtocol):
         "_stale",
         "_te",
         "_timer",
+        "_timer_due",
         "_waiter",
         "_write_paused",
         "_write_to",
@@ -121,7 +124,12 @@ class Connection(asyncio.BufferedProtocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
+        #: The phase timeout is a deadline checked by a lazily re-armed timer: disarming it is
+        #: ``_deadline = None`` (no ``TimerHandle`` made and cancelled per request).
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
+        self._deadline: float | None = None
+        self._deadline_exc: type[UpstreamError] = ReadTimeout
         self._active = False
         self._buf: list[bytes] = []
         self._buffered = 0
@@ -294,17 +302,11 @@ class Connection(asyncio.BufferedProtocol):
     # ----------------------------------------------------------------- internals
 
     def _cancel_wait(self) -> None:
-        t = self._timer
-        if t is not None:
-            self._timer = None
-            t.cancel()
+        self._deadline = None
         self._waiter = None
 
     def _wake(self) -> None:
-        t = self._timer
-        if t is not None:
-            self._timer = None
-            t.cancel()
+        self._deadline = None
         w = self._waiter
         if w is not None:
             self._waiter = None
@@ -312,15 +314,41 @@ class Connection(asyncio.BufferedProtocol):
                 w.set_result(None)
 
     def _arm(self, timeout: float | None, exc_cls: type[UpstreamError]) -> None:
+        """Fail with ``exc_cls`` unless disarmed within ``timeout`` seconds (``None``: never)."""
+        if timeout is None:
+            self._deadline = None
+            return
+        due = self.loop.time() + timeout
+        self._deadline = due
+        self._deadline_exc = exc_cls
         t = self._timer
         if t is not None:
+            if self._timer_due <= due:
+                return  # it fires first and re-arms for the rest
             t.cancel()
-        self._timer = (
-            None if timeout is None else self.loop.call_later(timeout, self._timed_out, exc_cls)
-        )
+        self._timer_due = due
+        self._timer = self.loop.call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        due = self._deadline
+        if due is None or self.discarded:
+            return
+        if self.loop.time() < due:  # the deadline moved on since the timer was set
+            self._timer_due = due
+            self._timer = self.loop.call_at(due, self._on_timer)
+            return
+        self._deadline = None
+        self._timed_out(self._deadline_exc)
+
+    def _stop_timer(self) -> None:
+        self._deadline = None
+        t = self._timer
+        if t is not None:
+            self._timer = None
+            t.cancel()
 
     def _timed_out(self, exc_cls: type[UpstreamError]) -> None:
-        self._timer = None
         if exc_cls is WriteTimeout:
             msg = "upstream did not accept the request in time"
         elif self._resp is None:
@@ -377,6 +405,7 @@ class Connection(asyncio.BufferedProtocol):
         self._keep_alive = False
         if not self.discarded:
             self.discarded = True
+            self._stop_timer()  # a closed connection is not kept alive by its timer
             if self._active and not self._complete and self._error is None:
                 # closed on our side (engine closed): never mistake this for a clean EOF
                 self._error = RemoteProtocolError(
@@ -436,7 +465,7 @@ class Connection(asyncio.BufferedProtocol):
         fut = self._waiter = self.loop.create_future()
         to = self._read_to
         if to is not None:
-            self._timer = self.loop.call_later(to, self._timed_out, ReadTimeout)
+            self._arm(to, ReadTimeout)
         try:
             await fut
         except asyncio.CancelledError:

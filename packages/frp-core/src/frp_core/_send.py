@@ -83,7 +83,7 @@ async def exchange(
         if conn._write_paused:
             conn._arm(write_to, WriteTimeout)
         elif read_to is not None:
-            conn._timer = conn.loop.call_later(read_to, conn._timed_out, ReadTimeout)
+            conn._arm(read_to, ReadTimeout)
     else:
         conn._body_done = False
         conn._body_iter = None
