@@ -333,12 +333,6 @@ async def test_idempotent_request_on_a_stale_keepalive_connection_is_retried(
     assert answered == [f"/get/{i}".encode() for i in range(4)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (frp-core): a POST written on a reused keep-alive connection that the upstream "
-    "then closes without answering is replayed on a new connection: the upstream receives "
-    "it twice (only a request never written may be retried; RFC 9110 §9.2.2)",
-)
 async def test_post_on_a_stale_keepalive_connection_is_never_replayed(make_rig: Any) -> None:
     rig = make_rig("close_reused")
     seen = await fetch(rig.proxy_url + "/warm")  # leaves one idle keep-alive connection

@@ -448,13 +448,27 @@ async def test_stale_keep_alive_connection_is_retried_once(engine: Engine, actio
     async with RawServer(handler) as srv:
         handler.server = srv  # type: ignore[attr-defined]
         o = srv.origin
-        resp = await engine.request(o, b"POST", b"/1", hdrs(o), b"one", None, T)
+        resp = await engine.request(o, b"PUT", b"/1", hdrs(o), b"one", None, T)
         assert await read_all(resp) == b"one"
-        # the upstream drops the reused connection: the request goes again, on a new one
-        resp = await engine.request(o, b"POST", b"/2", hdrs(o), b"two", None, T)
+        # the upstream drops the reused connection: the (idempotent) request goes again
+        resp = await engine.request(o, b"PUT", b"/2", hdrs(o), b"two", None, T)
         assert await read_all(resp) == b"two"
         assert srv.connections == 2
         assert [h.split(b" ")[1] for h in srv.requests] == [b"/1", b"/2", b"/2"]
+
+
+async def test_stale_connection_never_sends_a_post_twice(engine: Engine) -> None:
+    handler = _keep_alive_then("close")
+    async with RawServer(handler) as srv:
+        handler.server = srv  # type: ignore[attr-defined]
+        o = srv.origin
+        resp = await engine.request(o, b"POST", b"/1", hdrs(o), b"one", None, T)
+        assert await read_all(resp) == b"one"
+        # the upstream read the POST, then closed without answering: it may have acted on it
+        with pytest.raises(RemoteProtocolError) as info:
+            await engine.request(o, b"POST", b"/2", hdrs(o), b"two", None, T)
+        assert info.value.request_sent
+        assert [h.split(b" ")[1] for h in srv.requests] == [b"/1", b"/2"]
 
 
 async def test_stale_connection_replays_a_streamed_body(engine: Engine) -> None:
@@ -467,9 +481,9 @@ async def test_stale_connection_replays_a_streamed_body(engine: Engine) -> None:
     async with RawServer(handler) as srv:
         handler.server = srv  # type: ignore[attr-defined]
         o = srv.origin
-        resp = await engine.request(o, b"POST", b"/1", hdrs(o), b"one", None, T)
+        resp = await engine.request(o, b"PUT", b"/1", hdrs(o), b"one", None, T)
         assert await read_all(resp) == b"one"
-        resp = await engine.request(o, b"POST", b"/2", hdrs(o), body(), 8, T)
+        resp = await engine.request(o, b"PUT", b"/2", hdrs(o), body(), 8, T)
         assert await read_all(resp) == b"streamed"
         assert srv.connections == 2
 

@@ -25,6 +25,8 @@ __all__ = ["Retry", "exchange"]
 #: Request-body bytes kept (references, no copies) so that a request on a reused connection the
 #: peer had already closed can be replayed on a fresh one.  Beyond this, no replay.
 KEEP_LIMIT = 256 * 1024
+#: Request lines of the methods that may be replayed after bytes were written.
+_IDEMPOTENT = (b"GET ", b"HEAD ", b"OPTIONS ", b"TRACE ", b"PUT ", b"DELETE ")
 #: A body (or chunk) up to this size is joined with its head (or chunk framing) in one write.
 _JOIN_LIMIT = 64 * 1024
 
@@ -104,18 +106,25 @@ async def exchange(
     if resp is not None:
         resp._conn = conn
         return resp
-    return await _failed(conn, body, may_retry)
+    return await _failed(conn, head, body, may_retry)
 
 
 async def _failed(
-    conn: Connection, body: bytes | AsyncIterable[bytes], may_retry: bool
+    conn: Connection, head: bytes, body: bytes | AsyncIterable[bytes], may_retry: bool
 ) -> UpstreamResponse:
     """No response head: decide between a replay on a fresh connection and an error."""
     err = conn._error
     assert err is not None
     conn.discard()
     conn._active = False
-    if may_retry and conn._stale and isinstance(err, UpstreamError):
+    if (
+        may_retry
+        and conn._stale
+        and isinstance(err, UpstreamError)
+        # once request bytes were written, only an idempotent method may be sent again
+        # (RFC 9110 §9.2.2; nginx never re-sends a POST): the upstream may have acted on it
+        and (not err.request_sent or head.startswith(_IDEMPOTENT))
+    ):
         replay: bytes | AsyncIterable[bytes] | None = None
         w = conn._writer
         if body.__class__ is bytes:
