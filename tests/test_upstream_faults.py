@@ -149,7 +149,7 @@ async def test_connection_refused_is_502(form: str) -> None:
 
 
 async def test_upstream_that_never_answers_is_504(make_rig: Any) -> None:
-    rig = make_rig("hang", read=0.3)
+    rig = make_rig("hang", read=1.0)  # generous: the healthy follow-up must answer within it
     seen = await fetch(rig.proxy_url + "/slow")
     assert_error_before_bytes(seen, {504}, rig.fault.port)
     assert_reported_failure(rig)
@@ -303,7 +303,7 @@ async def test_broken_target_fails_over_and_is_reported_to_passive_health(mode: 
             [bad.url, good.url], active=False, consecutive_failures=3
         )
         lb = frp_balance.LoadBalancer(checker)
-        with run_server(proxy_app(lb, timeouts=_timeouts(read=0.3))) as proxy:
+        with run_server(proxy_app(lb, timeouts=_timeouts(read=2.0))) as proxy:
             async with httpx.AsyncClient(timeout=30.0) as client:
                 for i in range(20):
                     response = await client.get(f"{proxy.url}/r/{i}")
