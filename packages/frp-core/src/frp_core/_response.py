@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 
+from ._delays import DelayQueues
 from ._errors import UpstreamError
 from ._exchange import ErrorReply, Exchange, Receive, Watcher
 from ._headers import Headers
@@ -109,7 +109,7 @@ class ProxyResponse(Response):
         self.raw_headers = ex.headers
         self.background: BackgroundTask | None = None
         self._ex: Exchange | None = ex
-        self._guard = _guards(max(guard_delay or 60.0, 1.0))
+        self._guard = _GUARDS.get(max(guard_delay or 60.0, 1.0))
         self._guard.add(self)
 
     def _abandon(self) -> None:
@@ -120,7 +120,7 @@ class ProxyResponse(Response):
             task.add_done_callback(_TASKS.discard)
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
-        self._guard.pending.pop(self, None)
+        self._guard.discard(self)
         ex, self._ex = self._ex, None
         if ex is None:  # sent twice, or abandoned by the guard
             await send_error(ErrorReply(502, "Bad Gateway"), send)
@@ -136,53 +136,5 @@ async def _release(ex: Exchange) -> None:
     ex.finish(Outcome.CLIENT_ABORT)
 
 
-class _Guards:
-    """The guard timers of unsent responses with one delay on one loop: one timer, armed only
-    while some wait, instead of a ``call_later`` per response."""
-
-    __slots__ = ("delay", "handle", "loop", "pending")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
-        self.loop = loop
-        self.delay = delay
-        self.pending: dict[ProxyResponse, float] = {}  # insertion order is due order
-        self.handle: asyncio.TimerHandle | None = None
-
-    def add(self, response: ProxyResponse) -> None:
-        self.pending[response] = self.loop.time() + self.delay
-        if self.handle is None:
-            self.handle = self.loop.call_later(self.delay, self._sweep)
-
-    def _sweep(self) -> None:
-        self.handle = None
-        now = self.loop.time()
-        pending = self.pending
-        for response, due in list(pending.items()):
-            if due > now:
-                self.handle = self.loop.call_at(due, self._sweep)
-                return
-            del pending[response]
-            response._abandon()
-
-
-_GUARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Guards]] = (
-    weakref.WeakKeyDictionary()
-)
-_last_guards: _Guards | None = None
-
-
-def _guards(delay: float) -> _Guards:
-    """The running loop's guards for ``delay`` (the last one used is found without a lookup)."""
-    global _last_guards
-    loop = asyncio.get_running_loop()
-    last = _last_guards
-    if last is not None and last.loop is loop and last.delay == delay:
-        return last
-    per_loop = _GUARDS.get(loop)
-    if per_loop is None:
-        per_loop = _GUARDS[loop] = {}
-    guards = per_loop.get(delay)
-    if guards is None:
-        guards = per_loop[delay] = _Guards(loop, delay)
-    _last_guards = guards
-    return guards
+#: Guard timers of unsent responses: one timer per loop and delay, not one per response.
+_GUARDS: DelayQueues[ProxyResponse] = DelayQueues(ProxyResponse._abandon)
