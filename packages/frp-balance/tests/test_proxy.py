@@ -43,7 +43,7 @@ def test_a_refused_get_succeeds_on_another_backend(
     gw = servers(gateway(lb))
     assert names(gw.url, 4) == ["live"] * 4
     stats = lb.stats()
-    assert stats["retries"] >= 1
+    assert stats["failovers"] >= 1
     assert stats["targets"][dead]["connect_error"] == stats["targets"][dead]["picks"]
     assert settled(lb) == 0
 
@@ -178,7 +178,7 @@ def test_a_plain_list_with_every_backend_down_answers_the_real_error(
     # tries both); the last one standing is never ejected, so nothing answers 503
     assert [t["healthy"] for t in stats["targets"].values()].count(True) == 1
     assert stats["no_target"] == 0
-    assert stats["retries"] >= 1  # the first requests failed over before answering 502
+    assert stats["failovers"] >= 1  # the first requests failed over before answering 502
     for t in dead:
         assert stats["targets"][t]["connect_error"] == stats["targets"][t]["picks"] > 0
 
@@ -197,3 +197,42 @@ def test_panic_mode_serves_when_every_probe_fails_but_traffic_works(
     assert httpx.get(strict.url + "/x").status_code == 503
     assert set(names(panic.url, 12)) == {"a", "b"}
     assert panic_lb.stats()["panic"] == 12
+
+
+async def test_a_stopped_backend_fails_over_even_with_the_retry_budget_spent(
+    servers: Start,
+    serve: Callable[..., ServerThread],
+    backend: Callable[..., FastAPI],
+    gateway: Callable[..., FastAPI],
+    settled: Callable[..., int],
+) -> None:
+    """Regression (the soak's 502): retries in flight had spent the budget when a GET found
+    the killed backend refusing connections, and it answered 502 instead of failing over.
+    A connect failure repeats no work upstream, so it fails over outside the budget: here the
+    budget is zero, the gateway holds keep-alive connections to the backend that goes away,
+    and every request still lands on the live one."""
+    import websockets
+
+    live = servers(backend("live"))
+    doomed = serve(backend("doomed"))
+    try:
+        lb = LoadBalancer([doomed.url, live.url], retry_budget=0.0, min_retries=0)
+        gw = servers(gateway(lb))
+        async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
+            warm = [(await client.get("/x")).text for _ in range(4)]
+            assert warm == ["doomed", "live", "doomed", "live"]  # pooled connections to both
+        assert settled(lb) == 0
+    finally:
+        doomed.stop()  # its keep-alive connections close; its port refuses from now on
+    async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
+        gets = [await client.get("/x") for _ in range(6)]
+        posts = [await client.post("/order", content=b"#%d" % i) for i in range(2)]
+    assert [(r.status_code, r.text) for r in gets + posts] == [(200, "live")] * 8
+    async with websockets.connect(f"{gw.ws_url}/ws/ws", open_timeout=10) as ws:
+        await ws.send("hello")
+        assert await ws.recv() == "live:hello"
+    stats = lb.stats()
+    assert stats["failovers"] >= 1
+    assert stats["targets"][doomed.url].get("connect_error", 0) >= 1
+    assert (stats["retries"], stats["retries_denied"]) == (0, 0)  # nothing was re-sent
+    assert settled(lb) == 0

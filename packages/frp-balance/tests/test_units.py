@@ -126,7 +126,7 @@ def test_concurrency_cap_skips_a_full_target_and_frees_on_done() -> None:
     assert lb.in_flight(A) == 0
 
 
-def test_a_refused_attempt_is_retried_once_on_another_target(
+def test_a_refused_attempt_fails_over_to_every_other_target_outside_the_retry_limits(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="frp_balance")
@@ -139,12 +139,45 @@ def test_a_refused_attempt_is_retried_once_on_another_target(
     second = attempts.pick([A])
     assert second in (B, C)
     attempts.done(str(second), "connect_error", 0.001)
+    third = attempts.pick([A, str(second)])  # never reached a target: not a retry
+    assert third == ({B, C} - {second}).pop()
+    attempts.done(str(third), "connect_error", 0.001)
+    assert attempts.pick([A, B, C]) is None  # every target tried once
+    assert [r[1] for r in checker.reports] == ["connect_error"] * 3
+    stats = lb.stats()
+    assert (stats["requests"], stats["failovers"]) == (1, 2)
+    assert (stats["retries"], stats["retries_denied"]) == (0, 0)
+    assert f"failing over to {second} after connect_error from {A}" in caplog.text
+    assert stats["in_flight"] == 0
+
+
+def test_an_attempt_that_reached_its_target_is_retried_once_on_another(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="frp_balance")
+    lb = LoadBalancer([A, B, C], strategy="round_robin")
+    attempts = lb.route({"type": "http"})
+    assert attempts.pick([]) == A
+    attempts.done(A, "reset", 0.001)
+    second = attempts.pick([A])
+    assert second in (B, C)
+    attempts.done(str(second), "timeout", 0.001)
     assert attempts.pick([A, str(second)]) is None  # default: one retry
-    assert checker.reports == [(A, "connect_error", 0.001), (second, "connect_error", 0.001)]
     stats = lb.stats()
     assert (stats["requests"], stats["retries"], stats["retries_denied"]) == (1, 1, 1)
-    assert f"retrying on {second} after connect_error from {A}" in caplog.text
-    assert stats["in_flight"] == 0
+    assert stats["failovers"] == 0
+    assert f"retrying on {second} after reset from {A}" in caplog.text
+
+
+def test_a_connect_failure_after_a_retry_still_fails_over() -> None:
+    lb = LoadBalancer([A, B, C], strategy="round_robin")
+    attempts = lb.route({"type": "http"})
+    assert attempts.pick([]) == A
+    attempts.done(A, "reset", 0.001)
+    second = str(attempts.pick([A]))  # the one retry
+    attempts.done(second, "connect_error", 0.001)
+    assert attempts.pick([A, second]) == ({B, C} - {second}).pop()
+    assert (lb.stats()["retries"], lb.stats()["failovers"]) == (1, 1)
 
 
 def test_retry_budget_limits_concurrent_retries() -> None:
@@ -152,10 +185,25 @@ def test_retry_budget_limits_concurrent_retries() -> None:
     reqs = [lb.route({"type": "http"}) for _ in range(3)]
     for r in reqs:
         t = r.pick([])
-        r.done(str(t), "connect_error", 0.0)
+        r.done(str(t), "reset", 0.0)
     retried = [r.pick([A if i % 2 else B]) for i, r in enumerate(reqs)]
     assert retried.count(None) == 1  # a third concurrent retry is over the budget
     assert lb.stats()["retries_denied"] == 1
+
+
+def test_a_spent_retry_budget_does_not_stop_failover_after_a_connect_failure() -> None:
+    """The soak's 502: retries in flight had spent the budget when a request found one
+    target refusing connections; it must still go to the other one."""
+    lb = LoadBalancer([A, B], retries=1, min_retries=0, retry_budget=0.0)
+    spender = lb.route({"type": "http"})
+    first = str(spender.pick([]))
+    spender.done(first, "reset", 0.0)
+    assert spender.pick([first]) is None  # no budget for a retry
+    refused = lb.route({"type": "http"})
+    target = str(refused.pick([]))
+    refused.done(target, "connect_error", 0.0)
+    assert refused.pick([target]) == ({A, B} - {target}).pop()
+    assert (lb.stats()["failovers"], lb.stats()["retries_denied"]) == (1, 1)
 
 
 def test_no_target_is_counted_and_panic_mode_routes_over_all() -> None:

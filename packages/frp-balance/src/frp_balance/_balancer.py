@@ -152,7 +152,7 @@ class LoadBalancer(Proxying):
         self._pool: tuple[object, list[str], list[str]] | None = None
         self._active_retries = 0
         self._counters: dict[str, int] = dict.fromkeys(
-            ("requests", "retries", "retries_denied", "no_target", "panic"), 0
+            ("requests", "retries", "retries_denied", "failovers", "no_target", "panic"), 0
         )
         self._per_target: dict[str, dict[str, int]] = {}
 
@@ -338,29 +338,38 @@ class LoadBalancer(Proxying):
 
     # -- attempt bookkeeping (called by Attempts) ---------------------------------------------
 
-    def _retry_wanted(self, tried: int) -> bool:
+    def _retry_wanted(self, retry: int) -> bool:
+        """Whether this request's ``retry``-th retry (1 for the first) is within the limits."""
         budget = max(self.min_retries, self.retry_budget * sum(self._in_flight.values()))
-        if tried > self.retries or self._active_retries >= budget:
+        if retry > self.retries or self._active_retries >= budget:
             self._counters["retries_denied"] += 1
             return False
         return True
 
     def _acquire(
-        self, exclude: set[str], key: str | None, *, retry: bool, last: tuple[str, str] | None
+        self,
+        exclude: set[str],
+        key: str | None,
+        *,
+        retry: bool,
+        failover: bool = False,
+        last: tuple[str, str] | None,
     ) -> str | None:
         target = self._choose(exclude, key, commit=True)
         if target is None:
-            if not retry:
+            if not (retry or failover):
                 self._counters["no_target"] += 1
                 logger.info("no healthy target available")
             return None
         self._in_flight[target] = self._in_flight.get(target, 0) + 1
         self._target_stats(target)["picks"] += 1
-        if retry:
-            self._active_retries += 1
-            self._counters["retries"] += 1
+        if retry or failover:
+            if retry:
+                self._active_retries += 1
+            self._counters["retries" if retry else "failovers"] += 1
             failed, outcome = last if last is not None else ("?", "?")
-            logger.info("retrying on %s after %s from %s", target, outcome, failed)
+            verb = "retrying on" if retry else "failing over to"
+            logger.info("%s %s after %s from %s", verb, target, outcome, failed)
         else:
             self._counters["requests"] += 1
         return target
@@ -400,8 +409,9 @@ class LoadBalancer(Proxying):
         return self._in_flight.get(target, 0)
 
     def stats(self) -> dict[str, Any]:
-        """Counters (requests, retries, denied retries, no-target answers, panics) and per
-        target: picks, outcomes, in-flight, latency estimate in seconds, health."""
+        """Counters (requests, retries, denied retries, failovers after a connect failure,
+        no-target answers, panics) and per target: picks, outcomes, in-flight, latency
+        estimate in seconds, health."""
         now = self._clock()
         healthy = set(self._source.get_healthy_targets())
         targets: dict[str, dict[str, Any]] = {}
