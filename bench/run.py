@@ -208,6 +208,11 @@ def _measure(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--anatomy"]:  # the in-process, layer-by-layer breakdown (anatomy.py)
+        import anatomy
+
+        return anatomy.main(argv[1:])
     args = _args(argv)
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.signal(signal.SIGTERM, _on_term)
