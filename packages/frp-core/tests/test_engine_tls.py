@@ -1,17 +1,22 @@
-"""The engine over TLS (a self-signed certificate made with the openssl CLI), and TLS faults."""
+"""The engine over TLS (a self-signed certificate made with the openssl CLI), TLS faults, and
+HTTPS upstreams through ``proxy_pass`` and ``ReverseProxy``."""
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import shutil
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI, Request
 from frp_testing import run_server
 
+import frp_core
 from frp_core._config import Timeouts
 from frp_core._errors import ConnectError
 from frp_core._origin import Origin
@@ -48,7 +53,8 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, pathli
 @pytest.fixture(scope="module")
 def tls_url(cert: tuple[pathlib.Path, pathlib.Path]) -> Iterator[str]:
     key, crt = cert
-    with run_server(app, ssl_keyfile=str(key), ssl_certfile=str(crt)) as srv:
+    # no proxy_headers: the scheme the app answers is the connection's, not X-Forwarded-Proto
+    with run_server(app, ssl_keyfile=str(key), ssl_certfile=str(crt), proxy_headers=False) as srv:
         yield f"https://127.0.0.1:{srv.port}"
 
 
@@ -94,3 +100,50 @@ async def test_tls_to_a_plain_http_server_is_connect_error() -> None:
             assert str(srv.port) not in str(info.value)
         finally:
             await engine.aclose()
+
+
+# -- through the proxy: both public forms, over the engine and over the httpx fallback ----------
+
+
+def _gateway(upstream: str, ctx: ssl.SSLContext, mounted: bool, **client: Any) -> FastAPI:
+    """The client made in the lifespan, then a Quick Start route calling ``proxy_pass`` or a
+    mounted ``ReverseProxy`` (which uses the app's client)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await frp_core.create_httpx_client(app, verify=ctx, **client)
+        yield
+        await frp_core.close_httpx_client(app)
+
+    gateway = FastAPI(lifespan=lifespan)
+    if mounted:
+        gateway.mount("/", frp_core.ReverseProxy(upstream))
+    else:
+
+        @gateway.get("/{path:path}")
+        async def route(request: Request, path: str) -> Any:
+            return await frp_core.proxy_pass(request, upstream, path=f"/{path}")
+
+    return gateway
+
+
+@pytest.mark.parametrize("mounted", [False, True], ids=["proxy_pass", "ReverseProxy"])
+# headers= is an option only httpx has: the httpx fallback then serves the requests
+@pytest.mark.parametrize("client", [{}, {"headers": {"x-extra": "1"}}], ids=["engine", "httpx"])
+async def test_https_upstream_through_the_proxy(
+    tls_url: str, cert: tuple[pathlib.Path, pathlib.Path], mounted: bool, client: dict[str, Any]
+) -> None:
+    ctx = ssl.create_default_context(cafile=str(cert[1]))
+    with run_server(_gateway(tls_url, ctx, mounted, **client)) as proxy:
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as http:
+            for _ in range(3):  # the pooled TLS connection is reused
+                r = await http.get("/any?q=1")
+                assert (r.status_code, r.text) == (200, "https")
+
+
+async def test_untrusted_https_upstream_is_502_without_details(tls_url: str) -> None:
+    with run_server(frp_core.ReverseProxy(tls_url)) as proxy:
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
+            r = await client.get("/")
+    assert r.status_code == 502
+    assert r.text == "Bad Gateway"  # no address, no certificate details
