@@ -409,12 +409,19 @@ async def _soak(
     async def on_progress(done: int) -> None:
         if done % step == 0:
             print(f"soak: {done}/{args.requests} requests", flush=True)
-        if done == kill_at and "kill" not in window:
+        # killed while it serves requests (up to 1,000 requests later): those must be the
+        # only failures; the balancer's count is read from this thread, which is harmless
+        serving = lb.in_flight(victim.url)
+        if done >= kill_at and (serving or done >= kill_at + 1000) and "kill" not in window:
             window["killing"] = time.monotonic()
             victim.kill()  # returns once the process is reaped: its sockets are closed
             window["kill"] = time.monotonic()
-            print(f"soak: killed {victim.name} after {done} requests", flush=True)
-        elif done == restart_at and "restart" not in window:
+            print(
+                f"soak: killed {victim.name} after {done} requests, "
+                f"{serving} attempts in flight on it",
+                flush=True,
+            )
+        elif done >= restart_at and "kill" in window and "restart" not in window:
             picks["restart"] = lb.stats()["targets"][victim.url]["picks"]
             victim.start()
             window["restart"] = time.monotonic()
