@@ -8,7 +8,8 @@ Two backends (``backend.py``, separate processes) sit behind a 0.4.0-style FastA
 running under uvicorn in this process.  Clients (httpx, websockets) send small GETs, streamed
 uploads and downloads, SSE streams and WebSocket sessions; some uploads, downloads and WebSocket
 sessions are aborted on purpose.  A third of
-the way in, backend 2 is killed (SIGKILL); two thirds in, it is restarted on the same port.
+the way in, at a moment the balancer has attempts in flight on it, backend 2 is killed
+(SIGKILL); two thirds in, it is restarted on the same port.
 
 Checks:
 
