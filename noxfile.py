@@ -186,30 +186,40 @@ def bench(session: nox.Session) -> None:
     session.run("python", str(ROOT / "bench" / "run.py"), *session.posargs)
 
 
-def _short_run(session: nox.Session) -> bool:
-    """Whether to run the short variant of a long suite: in CI (``CI`` set), or when nox was
-    asked for the ``ci`` tag (``nox -t ci``, what ``.ci/run`` does)."""
-    if os.environ.get("CI"):
-        return True
-    config = getattr(getattr(session, "_runner", None), "global_config", None)
-    return "ci" in (getattr(config, "tags", None) or [])
-
-
-@nox.session(python=PYTHONS[0], tags=["ci"])
-def soak(session: nox.Session) -> None:
-    """Mixed traffic through the load balancer with a backend restarted midway; checks that
-    file descriptors, tasks and memory return to baseline.  CI runs the short variant
-    (``--short``, about 2,000 requests); ``nox -s soak`` runs 100,000."""
+def _soak(session: nox.Session, default: list[str]) -> None:
     session.install(*_local_packages(), *TEST_DEPS, "websockets>=13")
-    args = session.posargs or (["--short"] if _short_run(session) else [])
+    args = session.posargs or default
     session.run("python", str(ROOT / "tests" / "soak" / "run.py"), *args)
 
 
-@nox.session(python=PYTHONS[0], tags=["ci"])
-def autobahn(session: nox.Session) -> None:
-    """Autobahn fuzzingclient through the tunnel and directly, compared case by case; skips
-    with a message without Python 2.7.  CI runs the quick variant (``--quick``, a
-    representative subset, about 2 minutes); ``nox -s autobahn`` runs all 516 cases."""
+@nox.session(python=PYTHONS[0])
+def soak(session: nox.Session) -> None:
+    """Mixed traffic (100,000 requests) through the load balancer with a backend killed and
+    restarted midway; checks that file descriptors, tasks and memory return to baseline."""
+    _soak(session, [])
+
+
+@nox.session(name="soak-short", python=PYTHONS[0], tags=["ci"])
+def soak_short(session: nox.Session) -> None:
+    """The soak's short variant (``--short``, about 2,000 requests), for ``nox -t ci``."""
+    _soak(session, ["--short"])
+
+
+def _autobahn(session: nox.Session, default: list[str]) -> None:
     session.install(*_local_packages(), *TEST_DEPS)
-    args = session.posargs or (["--quick"] if _short_run(session) else [])
+    args = session.posargs or default
     session.run("python", str(ROOT / "tests" / "autobahn" / "run.py"), *args)
+
+
+@nox.session(python=PYTHONS[0])
+def autobahn(session: nox.Session) -> None:
+    """Autobahn fuzzingclient (all 516 cases) through the tunnel and directly, compared case by
+    case; skips with a message without Python 2.7."""
+    _autobahn(session, [])
+
+
+@nox.session(name="autobahn-quick", python=PYTHONS[0], tags=["ci"])
+def autobahn_quick(session: nox.Session) -> None:
+    """Autobahn's quick variant (``--quick``: every case of 1-7, a sample of 9, 12, 13), for
+    ``nox -t ci``; skips with a message without Python 2.7."""
+    _autobahn(session, ["--quick"])
