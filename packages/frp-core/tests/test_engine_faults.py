@@ -471,6 +471,35 @@ async def test_stale_connection_never_sends_a_post_twice(engine: Engine) -> None
         assert [h.split(b" ")[1] for h in srv.requests] == [b"/1", b"/2"]
 
 
+async def test_post_lost_before_its_write_burst_is_sent_once_on_a_new_connection(
+    engine: Engine,
+) -> None:
+    """A request waits for the end of the loop pass before it is written (``WriteBurst``); a
+    reused connection that breaks meanwhile never carried it, so even a POST is sent again."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        for _ in range(10):
+            head = await srv.read_request(r)
+            if head is None:
+                return
+            await r.readexactly(3)
+            w.write(OK)
+
+    async with RawServer(handler) as srv:
+        o = srv.origin
+        resp = await engine.request(o, b"POST", b"/1", hdrs(o), b"one", None, T)
+        assert await read_all(resp) == b"ok"
+        task = asyncio.ensure_future(engine.request(o, b"POST", b"/2", hdrs(o), b"two", None, T))
+        await asyncio.sleep(0)  # one pass: the request is queued on the pooled connection
+        (conn,) = engine._pools[o._key].conns
+        assert conn._queued is not None
+        assert conn.transport is not None
+        conn.transport.abort()
+        assert await read_all(await task) == b"ok"
+        assert [h.split(b" ")[1] for h in srv.requests] == [b"/1", b"/2"]  # /2 exactly once
+        assert srv.connections == 2
+
+
 async def test_stale_connection_replays_a_streamed_body(engine: Engine) -> None:
     handler = _keep_alive_then("close")
 

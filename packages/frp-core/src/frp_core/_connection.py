@@ -76,6 +76,7 @@ class Connection(asyncio.BufferedProtocol):
         "_keep_alive",
         "_kept",
         "_low",
+        "_queued",
         "_read_to",
         "_reading_paused",
         "_reason",
@@ -145,6 +146,8 @@ class Connection(asyncio.BufferedProtocol):
         self._stale = False
         self._interim = False
         self._is_head = False
+        #: the request, while it waits in the loop's ``WriteBurst`` (not yet written)
+        self._queued: bytes | None = None
         self._keep_alive = False
         self._headers: Headers = []
         self._head_size = 0
@@ -373,7 +376,9 @@ class Connection(asyncio.BufferedProtocol):
                 msg = "upstream closed the connection without answering"
             else:
                 msg = "upstream reset the connection without answering"
-            self._error = RemoteProtocolError(msg, request_sent=True)
+            unsent = self._queued is not None  # still waiting for its burst: never written
+            self._queued = None
+            self._error = RemoteProtocolError(msg, request_sent=not unsent)
             self._stale = not self._rx
             self._keep_alive = False
         elif not self._complete:
@@ -406,10 +411,12 @@ class Connection(asyncio.BufferedProtocol):
         if not self.discarded:
             self.discarded = True
             self._stop_timer()  # a closed connection is not kept alive by its timer
+            unsent = self._queued is not None
+            self._queued = None
             if self._active and not self._complete and self._error is None:
                 # closed on our side (engine closed): never mistake this for a clean EOF
                 self._error = RemoteProtocolError(
-                    "the upstream connection was closed", request_sent=True
+                    "the upstream connection was closed", request_sent=not unsent
                 )
             t = self.transport
             if t is not None:

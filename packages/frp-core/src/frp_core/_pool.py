@@ -16,6 +16,7 @@ import ssl
 from collections.abc import AsyncIterable
 
 from ._body import UpstreamResponse
+from ._burst import WriteBurst
 from ._config import Limits, Timeouts
 from ._connection import Connection
 from ._errors import ConnectError, ConnectTimeout, LocalProtocolError, PoolTimeout
@@ -179,6 +180,7 @@ class Engine:
         self._ssl = ssl_context
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._burst: WriteBurst | None = None
         self._stats = _Stats()
         #: the read buffer every connection shares (see ``Connection``)
         self._rbuf = memoryview(bytearray(read_size))
@@ -237,7 +239,7 @@ class Engine:
         try:
             return await exchange(
                 conn, head, body, content_length, is_head, timeouts.read, timeouts.write,
-                conn.requests > 0,
+                conn.requests > 0, self._burst,
             )  # fmt: skip
         except Retry as retry:
             # a reused connection was already closed by the upstream: once more, on a new one
@@ -251,6 +253,7 @@ class Engine:
                 timeouts.read,
                 timeouts.write,
                 False,
+                self._burst,
             )
 
     async def aclose(self) -> None:
@@ -283,6 +286,7 @@ class Engine:
         old = self._pools
         self._pools = {}
         self._loop = loop
+        self._burst = WriteBurst(loop)
         for pool in old.values():
             pool.closed = True
             pool.waiters.clear()

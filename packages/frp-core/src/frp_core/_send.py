@@ -1,8 +1,10 @@
 """Sending one request on a :class:`Connection`, and the stale-connection replay.
 
-A bytes body goes out with the head in one ``write``.  An iterable body is sent by a writer task
-(chunked when its length is unknown) so that the response head, and its body, can be read while
-the upload is still going; the writer awaits the transport's drain above the high-water mark.
+A bytes body goes out with the head in one ``write``, queued in the loop's :class:`WriteBurst`
+(written when the current pass of the event loop ends, with the other requests of that pass).
+An iterable body is sent by a writer task (chunked when its length is unknown) so that the
+response head, and its body, can be read while the upload is still going; the writer awaits
+the transport's drain above the high-water mark.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 
 from ._body import UpstreamResponse
+from ._burst import WriteBurst
 from ._connection import Connection
 from ._errors import (
     LocalProtocolError,
@@ -49,6 +52,7 @@ async def exchange(
     read_to: float | None,
     write_to: float | None,
     may_retry: bool,
+    burst: WriteBurst | None = None,
 ) -> UpstreamResponse:
     """Send one request and wait for the head of its (final) response."""
     t = conn.transport
@@ -73,10 +77,12 @@ async def exchange(
     conn._write_to = write_to
     if body.__class__ is bytes:
         assert isinstance(body, bytes)
-        if not body:
-            t.write(head)
-        elif len(body) <= _JOIN_LIMIT:
-            t.write(head + body)
+        if len(body) <= _JOIN_LIMIT:
+            data = head + body if body else head
+            if burst is not None:
+                burst.write(conn, data)
+            else:
+                t.write(data)
         else:
             t.write(head)
             t.write(body)
