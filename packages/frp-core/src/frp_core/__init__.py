@@ -5,6 +5,7 @@ from ._app import ReverseProxy
 from ._client import Proxy, close_httpx_client, create_httpx_client, get_httpx_client
 from ._config import Limits, Timeouts
 from ._errors import UpstreamError
+from ._gc import tune_gc
 from ._headers import TrustedProxies
 from ._proxy import proxy_pass
 from ._routing import Outcome, Router, Upstreams
@@ -24,4 +25,5 @@ __all__ = [
     "create_httpx_client",
     "get_httpx_client",
     "proxy_pass",
+    "tune_gc",
 ]

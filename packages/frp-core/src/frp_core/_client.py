@@ -20,6 +20,7 @@ import httpx
 
 from ._config import Limits
 from ._fallback import HttpxSender
+from ._gc import apply_gc_policy
 from ._pool import Engine
 from ._upstream import Sender
 
@@ -94,6 +95,7 @@ def _limits(limits: Any) -> Limits:
 
 def make_engine(*, limits: Any = None, verify: Any = True, cert: Any = None) -> Engine:
     """A new engine configured like an ``httpx.AsyncClient`` with these arguments."""
+    apply_gc_policy()
     return Engine(limits=_limits(limits), ssl_context=_ssl_context(verify, cert))
 
 
@@ -175,6 +177,7 @@ def sender_for_scope(scope: MutableMapping[str, Any]) -> Sender:
 
 
 def _new_client(kwargs: dict[str, Any]) -> tuple[httpx.AsyncClient, Sender | None]:
+    apply_gc_policy()
     kwargs = dict(kwargs)
     kwargs["cookies"] = no_cookie_jar()
     kwargs["follow_redirects"] = False
