@@ -249,6 +249,79 @@ async def _release(ex: Exchange) -> None:
         ex.finish(Outcome.CLIENT_ABORT)
 
 
+class _Outgoing:
+    """What every attempt of one request sends: all but the target's own URL."""
+
+    __slots__ = (
+        "body",
+        "client_host",
+        "forwarding",
+        "length",
+        "method",
+        "opts",
+        "path",
+        "reader",
+        "scope",
+        "sender",
+        "source",
+        "via",
+    )
+
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        path: str | None,
+        opts: Options,
+        sender: Sender,
+        framing: tuple[int | None, bool],
+        keep_body: bool,
+    ) -> None:
+        incoming: list[tuple[bytes, bytes]] = scope["headers"]
+        self.scope = scope
+        self.path = path
+        self.opts = opts
+        self.sender = sender
+        self.length, chunked = framing
+        self.method = opts.method or scope["method"].encode("ascii")
+        self.body = b""
+        self.reader: BodyReader | None = None
+        if opts.body is not None:
+            self.body, self.length = opts.body, len(opts.body)
+        elif chunked or self.length:
+            self.reader = BodyReader(receive, keep=keep_body)
+        self.forwarding = forwarding_headers(
+            scope, incoming, trusted=opts.trusted, forwarded=opts.forwarded
+        )
+        self.via = _via(scope.get("http_version", "1.1"), opts.via) if opts.via else None
+        self.source = incoming if opts.override_headers is None else opts.override_headers
+        self.client_host = _client_host(incoming) if opts.preserve_host else None
+
+    async def send(self, url: str) -> UpstreamResponse:
+        """One attempt on the target ``url``: the response once its head has arrived."""
+        opts = self.opts
+        base = parse_base(url)
+        target = build_target(
+            self.scope, base.prefix, self.path, opts.forward_query, strip_root=opts.strip_root
+        )
+        host = opts.override_host or self.client_host or base.host_header
+        headers = request_headers(
+            self.source, host=host, forwarding=self.forwarding, via=self.via,
+            additional=opts.additional,
+        )  # fmt: skip
+        if opts.json_body and not any(n == b"content-type" for n, _ in headers):
+            headers.append((b"content-type", b"application/json"))
+        reader = self.reader
+        content = reader.stream() if reader is not None else self.body
+        response = await self.sender.request(
+            base, self.method, target, headers, content, self.length, opts.timeouts
+        )
+        if sum(len(v) for _, v in response.headers) > MAX_RESPONSE_HEAD:
+            await response.aclose()
+            raise RemoteProtocolError("response head too large", request_sent=True)
+        return response
+
+
 async def _open(
     scope: Scope,
     receive: Receive,
@@ -258,40 +331,10 @@ async def _open(
     sender: Sender,
     framing: tuple[int | None, bool],
 ) -> Exchange | ErrorReply | None:
-    incoming: list[tuple[bytes, bytes]] = scope["headers"]
-    length, chunked = framing
-    method = opts.method or scope["method"].encode("ascii")
     failover = not isinstance(upstream, str)
-    body: bytes = b""
-    reader: BodyReader | None = None
-    if opts.body is not None:
-        body, length = opts.body, len(opts.body)
-    elif chunked or length:
-        reader = BodyReader(receive, keep=failover)
-    forwarding = forwarding_headers(scope, incoming, trusted=opts.trusted, forwarded=opts.forwarded)
-    via = _via(scope.get("http_version", "1.1"), opts.via) if opts.via else None
-    source = incoming if opts.override_headers is None else opts.override_headers
-    client_host = _client_host(incoming) if opts.preserve_host else None
-
-    async def attempt(url: str) -> UpstreamResponse:
-        base = parse_base(url)
-        target = build_target(
-            scope, base.prefix, path, opts.forward_query, strip_root=opts.strip_root
-        )
-        host = opts.override_host or client_host or base.host_header
-        headers = request_headers(
-            source, host=host, forwarding=forwarding, via=via, additional=opts.additional
-        )
-        if opts.json_body and not any(n == b"content-type" for n, _ in headers):
-            headers.append((b"content-type", b"application/json"))
-        content = reader.stream() if reader is not None else body
-        response = await sender.request(
-            base, method, target, headers, content, length, opts.timeouts
-        )
-        if sum(len(v) for _, v in response.headers) > MAX_RESPONSE_HEAD:
-            await response.aclose()
-            raise RemoteProtocolError("response head too large", request_sent=True)
-        return response
+    out = _Outgoing(scope, receive, path, opts, sender, framing, keep_body=failover)
+    reader = out.reader
+    attempt = out.send
 
     if not failover:
         assert isinstance(upstream, str)
@@ -332,7 +375,7 @@ async def _open(
             if gone:
                 return None
             last = exc
-            if not _retry_safe(exc, method, reader):
+            if not _retry_safe(exc, out.method, reader):
                 break
             continue
         except ValueError:  # a malformed target URL from the balancer
