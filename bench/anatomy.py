@@ -7,7 +7,8 @@ The upstream (``upstream.py``, uvicorn, one worker) runs in its own process on t
 This process, pinned to the second core, builds each application below and drives it
 **in-process**: 64 concurrent loops call the ASGI app directly with a ``GET /small`` scope, so
 no HTTP server parses or writes the client side.  CPU per request (``time.process_time``,
-median of ``--runs``) then shows what each layer costs on its own:
+median of ``--runs``) then shows what each layer costs on its own, every form with the
+garbage collector set as frp-core sets it in a gateway (``frp_core.tune_gc``):
 
 - ``asgi-floor``: a bare ASGI app answering 100 bytes (the driver's own cost);
 - ``fastapi-mount-floor``/``fastapi-route-floor``: the same answer from a FastAPI mount or a
@@ -264,6 +265,14 @@ async def _measure(form: str, upstream: str, requests: int, runs: int) -> list[f
 
 
 def _run_form(form: str, upstream: str, requests: int, runs: int) -> list[float]:
+    # Every form, floors included, runs with the collector a gateway gets from frp-core (its
+    # first engine raises the first threshold, see frp_core.tune_gc): like for like.
+    try:
+        from frp_core._gc import apply_gc_policy
+    except ImportError:  # an frp-core without it: every form keeps CPython's default
+        pass
+    else:
+        apply_gc_policy()
     try:
         import uvloop
 
