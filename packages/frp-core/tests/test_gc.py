@@ -85,6 +85,20 @@ print(before, gc.get_threshold())
     assert out == "(10000, 10, 10) (700, 10, 10)"
 
 
+def test_an_explicit_call_applies_at_once_without_an_engine() -> None:
+    # a WebSocket-only gateway makes no engine: it calls tune_gc() in its startup
+    out = run(
+        """
+import gc
+import frp_core
+gc.set_threshold(700, 10, 10)
+frp_core.tune_gc()
+print(gc.get_threshold())
+"""
+    )
+    assert out == "(10000, 10, 10)"
+
+
 def test_a_bad_threshold_is_refused() -> None:
     import frp_core
 

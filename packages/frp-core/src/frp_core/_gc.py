@@ -10,7 +10,8 @@ threshold makes collections rarer; garbage with reference cycles, which the prox
 make per request, waits a little longer.
 
 When frp-core makes its first upstream client or engine it raises the threshold (never lowers
-it, leaves a disabled collector alone); :func:`tune_gc` chooses another value or opts out.
+it, leaves a disabled collector alone); :func:`tune_gc` applies another value at once, or
+opts out.
 """
 
 from __future__ import annotations
@@ -31,20 +32,20 @@ _applied: tuple[int, int] | None = None
 
 
 def tune_gc(threshold: int | None = GC_THRESHOLD) -> None:
-    """Choose the garbage collector's first-generation threshold for this proxy process.
+    """Set the garbage collector's first-generation threshold for this proxy process.
 
-    frp-core raises it to ``threshold`` (default 10,000) when it makes its first upstream
-    client or engine, and never lowers it; ``None`` leaves the collector alone.  Called after
-    that, the choice applies at once (``None`` restores the threshold frp-core replaced, unless
-    something else changed it since).  See ``docs/frp-core.md``.
+    frp-core raises it to 10,000 by itself when it makes its first upstream client or engine;
+    call this to choose another value or to apply it at once (a WebSocket-only gateway makes
+    no engine).  It never lowers a higher threshold and leaves a disabled collector alone.
+    ``None`` opts out: nothing is changed, and a threshold frp-core already raised goes back
+    to what it was (unless something else changed it since).  See ``docs/frp-core.md``.
     """
     global _policy
     if threshold is not None and (type(threshold) is not int or threshold < 1):
         raise ValueError("threshold must be a positive int or None")
     _policy = threshold
-    if _applied is not None:
-        _restore()
-        apply_gc_policy()
+    _restore()
+    apply_gc_policy()
 
 
 def apply_gc_policy() -> None:
