@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 BLOCK = bytes(range(256)) * 4096  # 1 MiB of a known pattern
 
@@ -81,3 +82,17 @@ class RawServer:
 async def read_head(reader: asyncio.StreamReader) -> bytes:
     """Read a request head (up to the blank line)."""
     return await reader.readuntil(b"\r\n\r\n")
+
+
+async def read_all(resp: Any) -> bytes:
+    """The whole body of an engine response (an ``UpstreamResponse``), then ``aclose``."""
+    parts = []
+    try:
+        for _ in range(1_000_000):
+            chunk = await resp.receive()
+            if not chunk:
+                break
+            parts.append(chunk)
+    finally:
+        await resp.aclose()
+    return b"".join(parts)

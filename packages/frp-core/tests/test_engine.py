@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from frp_core_kit import read_all
 from frp_testing import run_server
 
 from frp_core._config import Limits, Timeouts
 from frp_core._errors import LocalProtocolError, PoolTimeout
 from frp_core._origin import Origin
-from frp_core._pool import Engine, UpstreamResponse
+from frp_core._pool import Engine
 
 T = Timeouts(5.0, 5.0, 5.0, 5.0)
 BLOCK = bytes(range(256)) * 4096  # 1 MiB of a known pattern
@@ -91,19 +92,6 @@ def _sha(size: int) -> str:
 async def _apattern(size: int) -> AsyncIterator[bytes]:
     for block in _pattern(size):
         yield block
-
-
-async def read_all(resp: UpstreamResponse) -> bytes:
-    parts = []
-    try:
-        for _ in range(1_000_000):
-            chunk = await resp.receive()
-            if not chunk:
-                break
-            parts.append(chunk)
-    finally:
-        await resp.aclose()
-    return b"".join(parts)
 
 
 @pytest.fixture(scope="module")

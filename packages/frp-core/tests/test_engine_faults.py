@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from frp_core_kit import read_all
 from frp_testing import unused_port
 
 from frp_core._config import Limits, Timeouts
@@ -22,7 +23,7 @@ from frp_core._errors import (
     WriteTimeout,
 )
 from frp_core._origin import Origin
-from frp_core._pool import Engine, UpstreamResponse
+from frp_core._pool import Engine
 
 T = Timeouts(5.0, 5.0, 5.0, 5.0)
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -101,19 +102,6 @@ async def engine() -> AsyncIterator[Engine]:
 
 def hdrs(o: Origin) -> list[tuple[bytes, bytes]]:
     return [(b"host", o.host_header)]
-
-
-async def read_all(resp: UpstreamResponse) -> bytes:
-    parts = []
-    try:
-        for _ in range(100_000):
-            chunk = await resp.receive()
-            if not chunk:
-                break
-            parts.append(chunk)
-    finally:
-        await resp.aclose()
-    return b"".join(parts)
 
 
 def no_engine_tasks() -> bool:
