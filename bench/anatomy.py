@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,7 +44,7 @@ sys.path.insert(0, str(BENCH))
 import procs  # noqa: E402
 import systems  # noqa: E402
 
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]
 BODY = b"x" * 100
 
 

@@ -18,6 +18,7 @@ STREAM_COLUMNS = {
     "upload_rss_mib": ("RSS Δ ul MiB", 1),
     "sse_ms": ("SSE 1st event ms", 2),
     "ws_msgs": ("WS 1 KiB msg/s", 0),
+    "ws_cpu_us": ("WS CPU µs/round trip", 0),
     "ws_big_ms": ("WS 4 MiB RTT ms", 1),
 }
 RATIO_COLUMNS = {
@@ -28,6 +29,7 @@ RATIO_COLUMNS = {
     "upload_mbps": "upload",
     "sse_ms": "SSE ↓",
     "ws_msgs": "WS msg/s",
+    "ws_cpu_us": "WS CPU ↓",
     "ws_big_ms": "WS 4 MiB ↓",
 }
 

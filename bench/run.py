@@ -154,6 +154,10 @@ def _get(system: systems.System, c: int, args: argparse.Namespace) -> dict[str, 
     return workloads.small_get(system, c, args.duration, args.load)
 
 
+def _ws(res: dict[str, float]) -> dict[str, float]:
+    return {"msgs": res["msgs_per_s"], "cpu_us": res["cpu_us"]}
+
+
 def _plan(
     args: argparse.Namespace,
 ) -> list[tuple[str, Callable[[systems.System], dict[str, float]]]]:
@@ -173,7 +177,7 @@ def _plan(
         ),
         (
             "ws",
-            lambda s: {"msgs": workloads.ws_pingpong(s, min(3.0, args.duration * 2))["msgs_per_s"]},
+            lambda s: _ws(workloads.ws_pingpong(s, min(3.0, args.duration * 2))),
         ),
         ("ws_big", lambda s: {"ms": workloads.ws_big(s)["rtt_ms"]}),
     ]
