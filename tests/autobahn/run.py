@@ -117,18 +117,10 @@ def ensure_wstest(python2: str) -> tuple[str | None, str]:
 
 async def echo(scope: Any, receive: Any, send: Any) -> None:
     """The upstream: a WebSocket echo ASGI app."""
-    if scope["type"] != "websocket":
-        return
-    await receive()  # websocket.connect
-    await send({"type": "websocket.accept"})
-    for _ in range(1 << 30):
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        if message.get("text") is not None:
-            await send({"type": "websocket.send", "text": message["text"]})
-        else:
-            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+    from frp_testing import websocket_echo
+
+    if scope["type"] == "websocket":
+        await websocket_echo(receive, send)
 
 
 #: Autobahn verdicts that pass: NON-STRICT (failed fast, but not at the exact frame) and

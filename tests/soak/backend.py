@@ -13,8 +13,13 @@ import argparse
 import hashlib
 import json
 import random
+import sys
 import urllib.parse
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "support"))
+from frp_testing import websocket_echo
 
 #: 1 MiB of seeded random bytes: the driver computes the same bytes to check downloads.
 PATTERN = random.Random(1234).randbytes(1 << 20)
@@ -32,7 +37,7 @@ def make_app(name: str) -> Any:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] == "websocket":
-            await _echo(receive, send)
+            await websocket_echo(receive, send)
             return
         path = scope["path"]
         query = urllib.parse.parse_qs(scope["query_string"].decode())
@@ -92,21 +97,6 @@ async def _respond(send: Any, status: int, body: bytes, ctype: bytes) -> None:
     headers = [(b"content-type", ctype), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-async def _echo(receive: Any, send: Any) -> None:
-    message = await receive()
-    if message["type"] != "websocket.connect":
-        return
-    await send({"type": "websocket.accept"})
-    for _ in range(1 << 30):
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        if message.get("text") is not None:
-            await send({"type": "websocket.send", "text": message["text"]})
-        else:
-            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
 
 
 def main() -> None:

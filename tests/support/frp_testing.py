@@ -16,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["ServerThread", "listening_socket", "run_server", "unused_port"]
+__all__ = ["ServerThread", "listening_socket", "run_server", "unused_port", "websocket_echo"]
 
 
 def listening_socket() -> socket.socket:
@@ -87,3 +87,20 @@ def run_server(app: Any, **kwargs: Any) -> Iterator[ServerThread]:
         yield server
     finally:
         server.stop()
+
+
+async def websocket_echo(receive: Any, send: Any) -> None:
+    """A WebSocket ASGI session that accepts and echoes every message as it came (text as
+    text, binary as binary) until the client leaves."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    for _ in range(1 << 30):  # bounded by the client leaving
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})

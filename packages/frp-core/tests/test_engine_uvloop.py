@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from frp_core_kit import read_all
 from frp_testing import run_server
 
 from frp_core._config import Timeouts
 from frp_core._errors import ConnectError, ReadTimeout, RemoteProtocolError
 from frp_core._origin import Origin
-from frp_core._pool import Engine, UpstreamResponse
+from frp_core._pool import Engine
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -47,19 +48,6 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     body = digest.hexdigest().encode()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})
-
-
-async def read_all(resp: UpstreamResponse) -> bytes:
-    parts = []
-    try:
-        for _ in range(100_000):
-            chunk = await resp.receive()
-            if not chunk:
-                break
-            parts.append(chunk)
-    finally:
-        await resp.aclose()
-    return b"".join(parts)
 
 
 async def scenario(url: str) -> None:
