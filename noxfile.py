@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
+import subprocess
+import sys
 
 import nox
 
@@ -87,6 +90,27 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     workflows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
     session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
+    _check_workflow_sessions(session)
+
+
+def _check_workflow_sessions(session: nox.Session) -> None:
+    """Every session the CI workflow's matrix names exists here (a renamed session must not
+    leave GitHub running one that nox cannot find)."""
+    text = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    block = text[text.index("        session:\n") : text.index("    steps:")]
+    entries = re.findall(r'^\s+- "?([^"\n]+?)"?\s*$', block, re.MULTILINE)
+    names = [name for entry in entries for name in entry.split()]
+    if not names:
+        session.error("no sessions found in the CI workflow's matrix")
+    noxfile = str(ROOT / "noxfile.py")
+    listed = subprocess.run(
+        [sys.executable, "-m", "nox", "--noxfile", noxfile, "-l", "-s", *names],
+        capture_output=True,
+        text=True,
+    )
+    if listed.returncode != 0:  # nox names the sessions it cannot find
+        session.error(f"the CI workflow's matrix: {listed.stderr.strip().splitlines()[-1]}")
+    session.log(f"CI workflow: all {len(names)} sessions of its matrix exist")
 
 
 @nox.session(python=PYTHONS[-1], tags=["ci"])
