@@ -53,6 +53,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, help="seconds per small-GET run (default 5)")
     p.add_argument("--size", type=int, help="transfer size in bytes (default 1 GiB)")
     p.add_argument(
+        "--transfers",
+        type=int,
+        help="downloads and uploads per system and run (default 3, --quick 1)",
+    )
+    p.add_argument(
         "--systems",
         default=",".join(ALL_SYSTEMS),
         help=f"comma-separated subset of {','.join(ALL_SYSTEMS)}",
@@ -80,6 +85,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     args.runs = args.runs or (1 if args.quick else 3)
     args.duration = args.duration or (1.0 if args.quick else 5.0)
     args.size = args.size or ((64 << 20) if args.quick else GiB)
+    args.transfers = args.transfers or (1 if args.quick else 3)
     args.max_seconds = args.max_seconds or (900 if args.quick else 3600)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(args.systems) - set(ALL_SYSTEMS)
@@ -166,9 +172,13 @@ def _plan(
     for c in report.CONCURRENCY:
         plan.append((f"get_c{c}", partial(_get, c=c, args=args)))
     transfer_timeout = max(120.0, args.size / 20e6)  # >= 20 MB/s or it is cut
+    # A 1 GiB transfer takes about half a second here: one per run left the median at the
+    # mercy of where the scheduler put the client, so each run makes ``--transfers`` of each,
+    # every system in turn, and the median is over them all.
+    download = ("download", lambda s: workloads.download(s, args.size, transfer_timeout))
+    upload = ("upload", lambda s: workloads.upload(s, args.size, transfer_timeout))
+    plan += [download] * args.transfers + [upload] * args.transfers
     plan += [
-        ("download", lambda s: workloads.download(s, args.size, transfer_timeout)),
-        ("upload", lambda s: workloads.upload(s, args.size, transfer_timeout)),
         (
             "sse",
             lambda s: {
