@@ -19,7 +19,9 @@ garbage collector set as frp-core sets it in a gateway (``frp_core.tune_gc``):
 - ``mounted``/``mounted-lean``: it mounted in ``FastAPI()``, and in a FastAPI app without the
   docs routes and with FastAPI's native telemetry off;
 - ``route-core``: a FastAPI route calling ``frp_core.proxy_pass(request, url)``;
-- ``quickstart``: the seed Quick Start's route, ``lb.proxy_pass`` over a ``HealthChecker``.
+- ``quickstart``: the seed Quick Start's route, ``lb.proxy_pass`` over a ``HealthChecker``;
+- ``quickstart-lean``: the same in a FastAPI app without the docs routes and with FastAPI's
+  native telemetry off (what a gateway that serves no API can turn off).
 
 The uvicorn server's own share (parsing the client's request, writing the response) comes on top
 of every figure; ``run.py`` measures whole processes.  Nothing here is asserted.  No
@@ -117,12 +119,12 @@ def mounted(upstream: str) -> Any:
 
 
 def mounted_lean(upstream: str) -> Any:
+    import proxies
     from fastapi import FastAPI
 
     from frp_core import ReverseProxy
 
-    off = {"tracing": False, "metrics": False, "logs": False}
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, telemetry=off)  # type: ignore[arg-type]
+    app = FastAPI(**proxies.lean_fastapi_options())
     app.mount("/", ReverseProxy(upstream))
     return app
 
@@ -147,6 +149,12 @@ def quickstart(upstream: str) -> Any:
     return proxies.quickstart(upstream)
 
 
+def quickstart_lean(upstream: str) -> Any:
+    import proxies
+
+    return proxies.quickstart(upstream, **proxies.lean_fastapi_options())
+
+
 FORMS: dict[str, Callable[[str], Any]] = {
     "asgi-floor": asgi_floor,
     "fastapi-mount-floor": fastapi_mount_floor,
@@ -157,6 +165,7 @@ FORMS: dict[str, Callable[[str], Any]] = {
     "mounted-lean": mounted_lean,
     "route-core": route_core,
     "quickstart": quickstart,
+    "quickstart-lean": quickstart_lean,
 }
 
 
