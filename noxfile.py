@@ -194,7 +194,7 @@ def dev(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[0])
 def bench(session: nox.Session) -> None:
-    """Side-by-side benchmark (upstream direct, our proxy in two forms, 0.4.0, nginx).
+    """Side-by-side benchmark (upstream direct, our proxy forms, 0.4.0, nginx, FastAPI alone).
 
     `nox -s bench -- --quick` is a one-repetition smoke run.  Never part of the test suite.
     """

@@ -47,44 +47,25 @@ import procs  # noqa: E402
 import systems  # noqa: E402
 
 Scope = MutableMapping[str, Any]
-BODY = b"x" * 100
-
-
-async def _floor_app(scope: Scope, receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        await receive()
-        await send({"type": "lifespan.startup.complete"})
-        await receive()
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    headers = [(b"content-type", b"text/plain"), (b"content-length", b"100")]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": BODY})
+BODY_SIZE = 100  # the upstream's /small, and the floors' answer
 
 
 def asgi_floor(upstream: str) -> Any:
-    return _floor_app
+    import proxies
+
+    return proxies.answer
 
 
 def fastapi_mount_floor(upstream: str) -> Any:
-    from fastapi import FastAPI
+    import proxies
 
-    app = FastAPI()
-    app.mount("/", _floor_app)
-    return app
+    return proxies.mount_ceiling(upstream)
 
 
 def fastapi_route_floor(upstream: str) -> Any:
-    from fastapi import FastAPI, Request
-    from fastapi.responses import Response
+    import proxies
 
-    app = FastAPI()
-
-    async def gateway(request: Request, path: str) -> Any:
-        return Response(BODY, media_type="text/plain")
-
-    app.add_api_route("/{path:path}", gateway, methods=["GET", "POST", "PUT", "DELETE"])
-    return app
+    return proxies.route_ceiling(upstream)
 
 
 def bare(upstream: str) -> Any:
@@ -94,13 +75,14 @@ def bare(upstream: str) -> Any:
 
 
 def raw_pp(upstream: str) -> Any:
+    import proxies
     from starlette.requests import Request
 
     from frp_core import proxy_pass
 
     async def app(scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            await _floor_app(scope, receive, send)
+            await proxies.answer(scope, receive, send)
             return
         response = await proxy_pass(Request(scope, receive, send), upstream)
         await response(scope, receive, send)
@@ -250,7 +232,7 @@ async def _drive(app: Any, requests: int, concurrency: int) -> int:
             call = _Call()
             await app(_scope(), call.receive, call.send)
             call.answered.set()
-            ok += call.status == 200 and call.size == len(BODY)
+            ok += call.status == 200 and call.size == BODY_SIZE
         return ok
 
     results = await asyncio.gather(*(loop(requests // concurrency) for _ in range(concurrency)))

@@ -10,6 +10,8 @@ Forms:
   answers WebSocket scopes with a close: it never imports frp_ws).
 - ``asgi``: the bare ``frp_core.ReverseProxy(upstream)`` ASGI app; WebSocket scopes are handed
   to ``frp_ws.WebSocketProxy(upstream)`` when frp-ws is installed.
+- ``route-ceiling``/``mount-ceiling``: no proxy: a Quick Start-shaped FastAPI route, or a
+  FastAPI mount, answering 100 bytes itself (the most a proxy in that form could serve).
 
 Run as ``python proxies.py --form F --upstream URL --fd N``.  An import error exits with
 status 3 and one line ``unavailable: <reason>`` on stderr.  No ``from __future__ import
@@ -118,7 +120,66 @@ def bare(upstream: str) -> Any:
     return app
 
 
-FORMS = {"quickstart": quickstart, "mounted": mounted, "asgi": bare}
+# The ceilings: the same frameworks answering ``/small`` themselves, with no proxy and no
+# upstream.  No proxy written in that form can serve more requests per second than they do.
+SMALL_BODY = b"x" * 100
+
+
+async def answer(scope: Any, receive: Any, send: Any) -> None:
+    """A pure ASGI app answering every HTTP request with 100 bytes (lifespan supported)."""
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"100")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": SMALL_BODY})
+
+
+def gateway_gc() -> None:
+    """The garbage collector as frp-core sets it in a gateway (``frp_core.tune_gc``), so that
+    a ceiling compares like for like with the proxy forms."""
+    try:
+        from frp_core._gc import apply_gc_policy
+    except ImportError:  # an frp-core without it: CPython's default everywhere
+        return
+    apply_gc_policy()
+
+
+def mount_ceiling(upstream: str) -> Any:
+    """``answer`` mounted at the root of ``FastAPI()``: the mounted form's ceiling."""
+    from fastapi import FastAPI
+
+    gateway_gc()
+    app = FastAPI()
+    app.mount("/", answer)
+    return app
+
+
+def route_ceiling(upstream: str) -> Any:
+    """The Quick Start's route shape in ``FastAPI()``, returning 100 bytes itself."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+
+    gateway_gc()
+    app = FastAPI()
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE"])
+    async def gateway(request: Request, path: str) -> Any:
+        return Response(SMALL_BODY, media_type="text/plain")
+
+    return app
+
+
+FORMS = {
+    "quickstart": quickstart,
+    "mounted": mounted,
+    "asgi": bare,
+    "route-ceiling": route_ceiling,
+    "mount-ceiling": mount_ceiling,
+}
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from systems import CEILINGS
+
 CONCURRENCY = (1, 16, 64, 256)
 OURS = ("quickstart", "mounted")
 REFERENCES = (("direct", "(a) direct"), ("seed", "(c) 0.4.0"), ("nginx", "(d) nginx"))
@@ -119,7 +121,8 @@ def tables(results: dict[str, dict[str, Any]]) -> str:
     lines.append(_row(["---"] + ["---:"] * len(STREAM_COLUMNS)))
     for key in ok:
         cells = [_fmt(_get(results, key, m), d) for m, (_, d) in STREAM_COLUMNS.items()]
-        lines.append(_row([results[key]["label"], *cells]))
+        if any(cell != "–" for cell in cells):  # the ceilings measure small GETs only
+            lines.append(_row([results[key]["label"], *cells]))
     for ref, title in REFERENCES:
         if _get(results, ref, "get_c1_rps") is None and _get(results, ref, "ws_msgs") is None:
             continue
@@ -164,11 +167,24 @@ def checklist(results: dict[str, dict[str, Any]]) -> list[Check]:
         met = ratio >= bound if op == ">=" else ratio <= bound
         return name, met, f"{ratio:.3g}× (target {op} {bound}×)"
 
+    def with_ceiling(check: Check, key: str) -> Check:
+        """``check`` (a c=64 req/s ratio to nginx) with what ``key``'s framework makes of it
+        answering by itself: no proxy in that form can do better."""
+        roof, base = _get(results, CEILINGS[key], c64), _get(results, "nginx", c64)
+        if roof is None or not base:
+            return check
+        name, met, detail = check
+        return name, met, f"{detail}; the framework alone, no proxy: {roof / base:.3g}×"
+
     qs, mo, c64 = "quickstart", "mounted", "get_c64_rps"
     checks = [
         target("Quick Start c=64 req/s ≥ 15× 0.4.0", qs, c64, "seed", c64, ">=", 15),
-        target("Quick Start c=64 req/s ≥ 0.25× nginx", qs, c64, "nginx", c64, ">=", 0.25),
-        target("mounted c=64 req/s ≥ 0.5× nginx", mo, c64, "nginx", c64, ">=", 0.5),
+        with_ceiling(
+            target("Quick Start c=64 req/s ≥ 0.25× nginx", qs, c64, "nginx", c64, ">=", 0.25), qs
+        ),
+        with_ceiling(
+            target("mounted c=64 req/s ≥ 0.5× nginx", mo, c64, "nginx", c64, ">=", 0.5), mo
+        ),
     ]
     for key, name in ((qs, "Quick Start"), (mo, "mounted")):
         p99, cpu1, cpu256 = "get_c64_p99_ms", "get_c1_cpu_us", "get_c256_cpu_us"

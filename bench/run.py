@@ -4,6 +4,8 @@ Starts one upstream and the systems under test on 127.0.0.1 (each its own proces
 a core apart from the upstream's when there are two), runs every workload on every system,
 interleaved, ``--runs`` times, and prints medians as markdown tables with ratios to the direct
 upstream, to 0.4.0 and to nginx, plus the issue 7 targets as a checklist (never asserted).
+Two (e) systems measure small GETs only: FastAPI answering by itself from a route shaped like
+the Quick Start's and from a mount, with no proxy, the ceiling of each proxy form.
 Raw results go to ``--json``.  Exit status is non-zero only if the harness itself broke.
 """
 
@@ -32,7 +34,16 @@ import report
 import systems
 import workloads
 
-ALL_SYSTEMS = ["direct", "quickstart", "mounted", "asgi", "seed", "nginx"]
+ALL_SYSTEMS = [
+    "direct",
+    "quickstart",
+    "mounted",
+    "asgi",
+    "seed",
+    "nginx",
+    "route-ceiling",
+    "mount-ceiling",
+]
 GiB = 1 << 30
 
 
@@ -207,6 +218,8 @@ def _measure(
     for rep in range(args.runs):
         for name, measure in plan:
             for system in running:
+                if system.ceiling and not name.startswith("get_"):
+                    continue
                 res = results[system.key]
                 try:
                     metrics = measure(system)

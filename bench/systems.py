@@ -31,6 +31,11 @@ class System:
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
+    def ceiling(self) -> bool:
+        """A framework answering by itself (no proxy): measured on small GETs only."""
+        return self.key in CEILINGS.values()
+
+    @property
     def available(self) -> bool:
         return self.pid != 0 and not self.reason
 
@@ -42,7 +47,11 @@ LABELS = {
     "asgi": "(b) bare ASGI ReverseProxy",
     "seed": f"(c) Quick Start, {SEED_VERSION}",
     "nginx": "(d) nginx",
+    "route-ceiling": "(e) FastAPI route answering itself, no proxy",
+    "mount-ceiling": "(e) FastAPI mount answering itself, no proxy",
 }
+#: The most a proxy in the Quick Start's form (a FastAPI route) or the mounted form could serve.
+CEILINGS = {"quickstart": "route-ceiling", "mounted": "mount-ceiling"}
 # The Quick Start tunnels /ws/{path}; the mounted form has frp_ws's app mounted at /ws.
 WS_PATHS = {"quickstart": "/ws/ws", "seed": "/ws/ws", "mounted": "/ws/echo"}
 
@@ -191,7 +200,7 @@ def start(
     try:
         if system.key == "direct":
             system.port, system.pid = up_port, up_proc.pid
-        elif system.key in ("quickstart", "mounted", "asgi"):
+        elif system.key in ("quickstart", "mounted", "asgi", *CEILINGS.values()):
             _python_proxy(system, sys.executable, system.key, up_port, workdir, cpu)
         elif system.key == "seed":
             _python_proxy(system, ensure_seed_venv(), "quickstart", up_port, workdir, cpu)
