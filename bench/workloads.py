@@ -1,17 +1,19 @@
 """The workloads: each measures one system once and returns ``{metric: value}``.
 
-Clients are raw blocking sockets (bulk transfers and SSE: nothing between the socket and the
-count) and the ``websockets`` asyncio client (WebSocket).  Every socket has a timeout and
-every loop a bound.
+Clients are raw blocking sockets (bulk transfers, SSE and the WebSocket ping-pong: nothing
+between the socket and the count) and the ``websockets`` asyncio client (the 4 MiB WebSocket
+message).  Every socket has a timeout and every loop a bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
 import socket
+import struct
 import time
 from typing import Any
 
@@ -217,28 +219,98 @@ _WS_OPTIONS: dict[str, Any] = {
 }
 
 
-async def _pingpong(uri: str, seconds: float, pid: int) -> dict[str, float]:
-    from websockets.asyncio.client import connect
+def _ws_handshake(sock: socket.socket, port: int, path: str) -> bytes:
+    """Open a WebSocket on ``sock`` (one subprotocol offered, no extension); returns the bytes
+    read past the 101 response."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Protocol: bench\r\n\r\n".encode()
+    )
+    head, rest = _read_head(sock)
+    if not head.startswith(b"http/1.1 101"):
+        raise RuntimeError(f"WebSocket refused: {_status(head)}")
+    return rest
 
-    async with connect(uri, **_WS_OPTIONS) as ws:
+
+def _client_frame(opcode: int, payload: bytes) -> bytes:
+    """A masked, final client frame (payloads under 64 KiB)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x80 | opcode, 0x80 | n]) if n < 126 else bytes([0x80 | opcode, 0xFE])
+    if n >= 126:
+        head += struct.pack("!H", n)
+    masked = bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+class _FrameReader:
+    """Server frames (unmasked) from a blocking socket: ``next()`` is (opcode, payload)."""
+
+    def __init__(self, sock: socket.socket, buf: bytes) -> None:
+        self.sock, self.buf = sock, buf
+
+    def _fill(self, n: int) -> None:
+        for _ in range(1 << 20):
+            if len(self.buf) >= n:
+                return
+            more = self.sock.recv(65536)
+            if not more:
+                raise RuntimeError("the WebSocket connection closed")
+            self.buf += more
+        raise RuntimeError("frame too large")
+
+    def next(self) -> tuple[int, bytes]:
+        self._fill(2)
+        opcode, n = self.buf[0] & 0x0F, self.buf[1] & 0x7F
+        at = 2
+        if n == 126:
+            self._fill(4)
+            n, at = struct.unpack("!H", self.buf[2:4])[0], 4
+        elif n == 127:
+            self._fill(10)
+            n, at = struct.unpack("!Q", self.buf[2:10])[0], 10
+        self._fill(at + n)
+        payload, self.buf = self.buf[at : at + n], self.buf[at + n :]
+        return opcode, payload
+
+
+def _pingpong(port: int, path: str, seconds: float, pid: int) -> dict[str, float]:
+    """1 KiB binary messages, each sent once the previous echo is back, over a raw socket:
+    one pre-masked frame, blocking send and receive (the lightest client, like wrk for HTTP,
+    so that the round trip is the system's and not the client's)."""
+    with _connect(port, 10) as sock:
+        reader = _FrameReader(sock, _ws_handshake(sock, port, path))
         payload = os.urandom(1024)
+        frame = _client_frame(0x2, payload)
+
+        def round_trip() -> None:
+            sock.sendall(frame)
+            for _ in range(16):  # control frames (a keepalive ping) may come first
+                opcode, data = reader.next()
+                if opcode == 0x2:
+                    if data != payload:
+                        raise RuntimeError("ping-pong echo differs")
+                    return
+                if opcode == 0x9:
+                    sock.sendall(_client_frame(0xA, data))
+                elif opcode == 0x8:
+                    raise RuntimeError(f"closed by the server: {data[:2].hex()}")
+            raise RuntimeError("no echo")
+
         for _ in range(200):  # warm-up: buffers, caches, the proxy's first-message paths
-            await ws.send(payload)
-            await ws.recv()
+            round_trip()
         count = 0
         cpu0 = procs.cpu_seconds(pid)
         start = time.perf_counter()
         end = start + seconds
-        # Bounded by ``end`` and by the caller's overall timeout (a lost echo); no per-message
-        # wait_for: its timer would cost the client more than the proxy's relay does.
         while time.perf_counter() < end:
-            await ws.send(payload)
-            echo = await ws.recv()
-            if echo != payload:
-                raise RuntimeError("ping-pong echo differs")
+            round_trip()
             count += 1
         elapsed = time.perf_counter() - start
         cpu = procs.cpu_seconds(pid) - cpu0
+        sock.sendall(_client_frame(0x8, struct.pack("!H", 1000)))
         return {"msgs_per_s": count / elapsed, "cpu_us": cpu / count * 1e6}
 
 
@@ -259,8 +331,7 @@ def ws_pingpong(system: System, seconds: float) -> dict[str, float]:
     """1 KiB binary messages echoed one at a time: messages/s over ``seconds`` and the
     proxy's CPU µs per round trip (two messages relayed; the upstream's for the direct run).
     """
-    uri = f"ws://127.0.0.1:{system.port}{system.ws_path}"
-    return _run(asyncio.wait_for(_pingpong(uri, seconds, system.pid), seconds + 30))
+    return _pingpong(system.port, system.ws_path, seconds, system.pid)
 
 
 def ws_big(system: System, size: int = 4 * MiB) -> dict[str, float]:
