@@ -65,7 +65,7 @@ def listen(port: int) -> socket.socket:
 PAGE = """<!doctype html><title>fastapi-reverse-proxy demo</title>
 <h1>fastapi-reverse-proxy demo gateway</h1>
 <p>Two backends behind a <code>LoadBalancer</code> with a <code>HealthChecker</code>:</p>
-<ul><li><a href="/api/">/api/</a> (reload: the backend changes)</li>
+<ul><li><a href="/api/">/api/</a> (reload: both backends answer, the faster more often)</li>
 <li><a href="/api/sse">/api/sse</a> (server-sent events, streamed)</li>
 <li><a href="/status">/status</a> (health snapshot)</li>
 <li>WebSocket: <code>ws://HOST/ws/echo</code></li></ul>"""
