@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from systems import CEILINGS
+from systems import CEILINGS, WS_CEILING
 
 CONCURRENCY = (1, 16, 64, 256)
 OURS = ("quickstart", "mounted")
@@ -102,6 +102,8 @@ def tables(results: dict[str, dict[str, Any]]) -> str:
     for key in ok:
         for c in CONCURRENCY:
             rps = _get(results, key, f"get_c{c}_rps")
+            if rps is None and _get(results, key, f"get_c{c}_p99_ms") is None:
+                continue  # not measured here (the byte relay measures WebSockets only)
             refs = [_ratio(rps, _get(results, r, f"get_c{c}_rps")) for r, _ in REFERENCES]
             lines.append(
                 _row(
@@ -121,7 +123,7 @@ def tables(results: dict[str, dict[str, Any]]) -> str:
     lines.append(_row(["---"] + ["---:"] * len(STREAM_COLUMNS)))
     for key in ok:
         cells = [_fmt(_get(results, key, m), d) for m, (_, d) in STREAM_COLUMNS.items()]
-        if any(cell != "–" for cell in cells):  # the ceilings measure small GETs only
+        if any(cell != "–" for cell in cells):  # context rows measure some workloads only
             lines.append(_row([results[key]["label"], *cells]))
     for ref, title in REFERENCES:
         if _get(results, ref, "get_c1_rps") is None and _get(results, ref, "ws_msgs") is None:
@@ -176,6 +178,15 @@ def checklist(results: dict[str, dict[str, Any]]) -> list[Check]:
         name, met, detail = check
         return name, met, f"{detail}; the framework alone, no proxy: {roof / base:.3g}×"
 
+    def with_relay(check: Check) -> Check:
+        """``check`` (a WebSocket msg/s ratio to nginx) with what a byte relay in Python, which
+        parses nothing, makes of it."""
+        roof, base = _get(results, WS_CEILING, "ws_msgs"), _get(results, "nginx", "ws_msgs")
+        if roof is None or not base:
+            return check
+        name, met, detail = check
+        return name, met, f"{detail}; a byte relay in Python, no framing: {roof / base:.3g}×"
+
     qs, mo, c64 = "quickstart", "mounted", "get_c64_rps"
     checks = [
         target("Quick Start c=64 req/s ≥ 15× 0.4.0", qs, c64, "seed", c64, ">=", 15),
@@ -209,7 +220,11 @@ def checklist(results: dict[str, dict[str, Any]]) -> list[Check]:
                 ">=",
                 0.95,
             ),
-            target(f"{name} WS msg/s ≥ 1.0× nginx", key, "ws_msgs", "nginx", "ws_msgs", ">=", 1.0),
+            with_relay(
+                target(
+                    f"{name} WS msg/s ≥ 1.0× nginx", key, "ws_msgs", "nginx", "ws_msgs", ">=", 1.0
+                )
+            ),
             target(f"{name} SSE first event ≤ 2× nginx", key, "sse_ms", "nginx", "sse_ms", "<=", 2),
         ]
         for what in ("download", "upload"):

@@ -4,8 +4,10 @@ Starts one upstream and the systems under test on 127.0.0.1 (each its own proces
 a core apart from the upstream's when there are two), runs every workload on every system,
 interleaved, ``--runs`` times, and prints medians as markdown tables with ratios to the direct
 upstream, to 0.4.0 and to nginx, plus the issue 7 targets as a checklist (never asserted).
-Two (e) systems measure small GETs only: FastAPI answering by itself from a route shaped like
-the Quick Start's and from a mount, with no proxy, the ceiling of each proxy form.
+Three (e) systems are context rows, no proxy of ours: FastAPI answering small GETs by itself
+from a route shaped like the Quick Start's and from a mount (the ceiling of each proxy form),
+and a byte relay in Python measured on the WebSocket workloads (what copying bytes, as nginx
+does after the upgrade, costs without an ASGI server or WebSocket framing).
 Raw results go to ``--json``.  Exit status is non-zero only if the harness itself broke.
 """
 
@@ -43,6 +45,7 @@ ALL_SYSTEMS = [
     "nginx",
     "route-ceiling",
     "mount-ceiling",
+    "relay-ceiling",
 ]
 GiB = 1 << 30
 
@@ -218,7 +221,7 @@ def _measure(
     for rep in range(args.runs):
         for name, measure in plan:
             for system in running:
-                if system.ceiling and not name.startswith("get_"):
+                if not system.measures(name):
                     continue
                 res = results[system.key]
                 try:

@@ -32,8 +32,13 @@ class System:
 
     @property
     def ceiling(self) -> bool:
-        """A framework answering by itself (no proxy): measured on small GETs only."""
-        return self.key in CEILINGS.values()
+        """A context row, no proxy of ours: measured on some workloads only."""
+        return self.key in CEILING_WORKLOADS
+
+    def measures(self, workload: str) -> bool:
+        """Whether ``workload`` (``get_c64``, ``ws``, ...) is measured on this system."""
+        prefix = CEILING_WORKLOADS.get(self.key)
+        return prefix is None or workload.startswith(prefix)
 
     @property
     def available(self) -> bool:
@@ -49,9 +54,14 @@ LABELS = {
     "nginx": "(d) nginx",
     "route-ceiling": "(e) FastAPI route answering itself, no proxy",
     "mount-ceiling": "(e) FastAPI mount answering itself, no proxy",
+    "relay-ceiling": "(e) byte relay in Python (uvloop), no WebSocket framing",
 }
 #: The most a proxy in the Quick Start's form (a FastAPI route) or the mounted form could serve.
 CEILINGS = {"quickstart": "route-ceiling", "mounted": "mount-ceiling"}
+#: The most a WebSocket proxy in Python could relay: bytes copied, nothing parsed.
+WS_CEILING = "relay-ceiling"
+#: The context rows and the workloads (name prefixes) each is measured on.
+CEILING_WORKLOADS = {**dict.fromkeys(CEILINGS.values(), "get_"), WS_CEILING: "ws"}
 # The Quick Start tunnels /ws/{path}; the mounted form has frp_ws's app mounted at /ws.
 WS_PATHS = {"quickstart": "/ws/ws", "seed": "/ws/ws", "mounted": "/ws/echo"}
 
@@ -97,6 +107,18 @@ def _python_proxy(
     system.proc = procs.start(argv, cpu=cpu, log=log, pass_fds=[sock.fileno()], cwd=BENCH)
     sock.close()
     procs.wait_ready(system.proc, system.port, log, 60)
+    system.pid = system.proc.pid
+
+
+def _relay(system: System, upstream_port: int, workdir: Path, cpu: int | None) -> None:
+    sock = procs.listening_socket()
+    system.port = sock.getsockname()[1]
+    log = workdir / f"{system.key}.log"
+    argv = [sys.executable, str(BENCH / "relay.py"), "--upstream-port", str(upstream_port)]
+    argv += ["--fd", str(sock.fileno())]
+    system.proc = procs.start(argv, cpu=cpu, log=log, pass_fds=[sock.fileno()], cwd=BENCH)
+    sock.close()
+    procs.wait_ready(system.proc, system.port, log, 20)
     system.pid = system.proc.pid
 
 
@@ -206,6 +228,8 @@ def start(
             _python_proxy(system, ensure_seed_venv(), "quickstart", up_port, workdir, cpu)
         elif system.key == "nginx":
             _nginx(system, up_port, workdir, cpu)
+        elif system.key == WS_CEILING:
+            _relay(system, up_port, workdir, cpu)
         else:
             raise RuntimeError(f"unknown system {system.key}")
     except Exception as exc:  # reported as unavailable, the other systems still run
