@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from systems import CEILINGS, WS_CEILING
+from systems import CEILINGS, FRAME_RELAY, WS_CEILING
 
 CONCURRENCY = (1, 16, 64, 256)
 OURS = ("quickstart", "mounted")
@@ -179,13 +179,15 @@ def checklist(results: dict[str, dict[str, Any]]) -> list[Check]:
         return name, met, f"{detail}; the framework alone, no proxy: {roof / base:.3g}×"
 
     def with_relay(check: Check) -> Check:
-        """``check`` (a WebSocket msg/s ratio to nginx) with what a byte relay in Python, which
-        parses nothing, makes of it."""
-        roof, base = _get(results, WS_CEILING, "ws_msgs"), _get(results, "nginx", "ws_msgs")
-        if roof is None or not base:
-            return check
+        """``check`` (a WebSocket msg/s ratio to nginx) with what the relays in Python below
+        ASGI make of it: bytes copied, or frame headers parsed too."""
+        base = _get(results, "nginx", "ws_msgs")
         name, met, detail = check
-        return name, met, f"{detail}; a byte relay in Python, no framing: {roof / base:.3g}×"
+        for key, what in ((WS_CEILING, "a byte relay"), (FRAME_RELAY, "a frame relay")):
+            roof = _get(results, key, "ws_msgs")
+            if roof is not None and base:
+                detail += f"; {what} in Python below ASGI: {roof / base:.3g}×"
+        return name, met, detail
 
     qs, mo, c64 = "quickstart", "mounted", "get_c64_rps"
     checks = [

@@ -4,10 +4,11 @@ Starts one upstream and the systems under test on 127.0.0.1 (each its own proces
 a core apart from the upstream's when there are two), runs every workload on every system,
 interleaved, ``--runs`` times, and prints medians as markdown tables with ratios to the direct
 upstream, to 0.4.0 and to nginx, plus the issue 7 targets as a checklist (never asserted).
-Three (e) systems are context rows, no proxy of ours: FastAPI answering small GETs by itself
+Four (e) systems are context rows, no proxy of ours: FastAPI answering small GETs by itself
 from a route shaped like the Quick Start's and from a mount (the ceiling of each proxy form),
-and a byte relay in Python measured on the WebSocket workloads (what copying bytes, as nginx
-does after the upgrade, costs without an ASGI server or WebSocket framing).
+and two relays in Python below ASGI measured on the WebSocket workloads: one copies bytes, as
+nginx does after the upgrade; the other also parses each frame header, the least a tunnel
+keeping frp-ws's behaviour would parse.
 Raw results go to ``--json``.  Exit status is non-zero only if the harness itself broke.
 """
 
@@ -46,6 +47,7 @@ ALL_SYSTEMS = [
     "route-ceiling",
     "mount-ceiling",
     "relay-ceiling",
+    "frame-relay",
 ]
 GiB = 1 << 30
 

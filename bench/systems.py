@@ -55,13 +55,19 @@ LABELS = {
     "route-ceiling": "(e) FastAPI route answering itself, no proxy",
     "mount-ceiling": "(e) FastAPI mount answering itself, no proxy",
     "relay-ceiling": "(e) byte relay in Python (uvloop), no WebSocket framing",
+    "frame-relay": "(e) frame relay in Python (uvloop), frame headers parsed",
 }
 #: The most a proxy in the Quick Start's form (a FastAPI route) or the mounted form could serve.
 CEILINGS = {"quickstart": "route-ceiling", "mounted": "mount-ceiling"}
 #: The most a WebSocket proxy in Python could relay: bytes copied, nothing parsed.
 WS_CEILING = "relay-ceiling"
+#: A WebSocket relay in Python below ASGI that parses frame headers (``relay.py --frames``).
+FRAME_RELAY = "frame-relay"
 #: The context rows and the workloads (name prefixes) each is measured on.
-CEILING_WORKLOADS = {**dict.fromkeys(CEILINGS.values(), "get_"), WS_CEILING: "ws"}
+CEILING_WORKLOADS = {
+    **dict.fromkeys(CEILINGS.values(), "get_"),
+    **dict.fromkeys((WS_CEILING, FRAME_RELAY), "ws"),
+}
 # The Quick Start tunnels /ws/{path}; the mounted form has frp_ws's app mounted at /ws.
 WS_PATHS = {"quickstart": "/ws/ws", "seed": "/ws/ws", "mounted": "/ws/echo"}
 
@@ -110,12 +116,14 @@ def _python_proxy(
     system.pid = system.proc.pid
 
 
-def _relay(system: System, upstream_port: int, workdir: Path, cpu: int | None) -> None:
+def _relay(
+    system: System, upstream_port: int, workdir: Path, cpu: int | None, frames: bool
+) -> None:
     sock = procs.listening_socket()
     system.port = sock.getsockname()[1]
     log = workdir / f"{system.key}.log"
     argv = [sys.executable, str(BENCH / "relay.py"), "--upstream-port", str(upstream_port)]
-    argv += ["--fd", str(sock.fileno())]
+    argv += ["--fd", str(sock.fileno()), *(["--frames"] if frames else [])]
     system.proc = procs.start(argv, cpu=cpu, log=log, pass_fds=[sock.fileno()], cwd=BENCH)
     sock.close()
     procs.wait_ready(system.proc, system.port, log, 20)
@@ -228,8 +236,8 @@ def start(
             _python_proxy(system, ensure_seed_venv(), "quickstart", up_port, workdir, cpu)
         elif system.key == "nginx":
             _nginx(system, up_port, workdir, cpu)
-        elif system.key == WS_CEILING:
-            _relay(system, up_port, workdir, cpu)
+        elif system.key in (WS_CEILING, FRAME_RELAY):
+            _relay(system, up_port, workdir, cpu, frames=system.key == FRAME_RELAY)
         else:
             raise RuntimeError(f"unknown system {system.key}")
     except Exception as exc:  # reported as unavailable, the other systems still run
