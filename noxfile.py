@@ -196,7 +196,9 @@ def dev(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Side-by-side benchmark (upstream direct, our proxy forms, 0.4.0, nginx, FastAPI alone).
 
-    `nox -s bench -- --quick` is a one-repetition smoke run.  Never part of the test suite.
+    Context rows beside them: FastAPI answering by itself, and two WebSocket relays in Python
+    below ASGI.  `nox -s bench -- --quick` is a one-repetition smoke run.  Never part of the
+    test suite.
     """
     session.install(
         *_local_packages(),
