@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from systems import CEILINGS, FRAME_RELAY, WS_CEILING
+from systems import BYTE_RELAY, CEILINGS, FRAME_RELAY
 
 CONCURRENCY = (1, 16, 64, 256)
 OURS = ("quickstart", "mounted")
@@ -103,7 +103,7 @@ def tables(results: dict[str, dict[str, Any]]) -> str:
         for c in CONCURRENCY:
             rps = _get(results, key, f"get_c{c}_rps")
             if rps is None and _get(results, key, f"get_c{c}_p99_ms") is None:
-                continue  # not measured here (the byte relay measures WebSockets only)
+                continue  # not measured here (the relays measure WebSockets only)
             refs = [_ratio(rps, _get(results, r, f"get_c{c}_rps")) for r, _ in REFERENCES]
             lines.append(
                 _row(
@@ -183,7 +183,7 @@ def checklist(results: dict[str, dict[str, Any]]) -> list[Check]:
         ASGI make of it: bytes copied, or frame headers parsed too."""
         base = _get(results, "nginx", "ws_msgs")
         name, met, detail = check
-        for key, what in ((WS_CEILING, "a byte relay"), (FRAME_RELAY, "a frame relay")):
+        for key, what in ((BYTE_RELAY, "a byte relay"), (FRAME_RELAY, "a frame relay")):
             roof = _get(results, key, "ws_msgs")
             if roof is not None and base:
                 detail += f"; {what} in Python below ASGI: {roof / base:.3g}×"

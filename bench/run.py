@@ -46,7 +46,7 @@ ALL_SYSTEMS = [
     "nginx",
     "route-ceiling",
     "mount-ceiling",
-    "relay-ceiling",
+    "byte-relay",
     "frame-relay",
 ]
 GiB = 1 << 30

@@ -30,11 +30,6 @@ class System:
     reason: str = ""
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
-    @property
-    def ceiling(self) -> bool:
-        """A context row, no proxy of ours: measured on some workloads only."""
-        return self.key in CEILING_WORKLOADS
-
     def measures(self, workload: str) -> bool:
         """Whether ``workload`` (``get_c64``, ``ws``, ...) is measured on this system."""
         prefix = CEILING_WORKLOADS.get(self.key)
@@ -54,19 +49,19 @@ LABELS = {
     "nginx": "(d) nginx",
     "route-ceiling": "(e) FastAPI route answering itself, no proxy",
     "mount-ceiling": "(e) FastAPI mount answering itself, no proxy",
-    "relay-ceiling": "(e) byte relay in Python (uvloop), no WebSocket framing",
+    "byte-relay": "(e) byte relay in Python (uvloop), no WebSocket framing",
     "frame-relay": "(e) frame relay in Python (uvloop), frame headers parsed",
 }
 #: The most a proxy in the Quick Start's form (a FastAPI route) or the mounted form could serve.
 CEILINGS = {"quickstart": "route-ceiling", "mounted": "mount-ceiling"}
 #: The most a WebSocket proxy in Python could relay: bytes copied, nothing parsed.
-WS_CEILING = "relay-ceiling"
+BYTE_RELAY = "byte-relay"
 #: A WebSocket relay in Python below ASGI that parses frame headers (``relay.py --frames``).
 FRAME_RELAY = "frame-relay"
 #: The context rows and the workloads (name prefixes) each is measured on.
 CEILING_WORKLOADS = {
     **dict.fromkeys(CEILINGS.values(), "get_"),
-    **dict.fromkeys((WS_CEILING, FRAME_RELAY), "ws"),
+    **dict.fromkeys((BYTE_RELAY, FRAME_RELAY), "ws"),
 }
 # The Quick Start tunnels /ws/{path}; the mounted form has frp_ws's app mounted at /ws.
 WS_PATHS = {"quickstart": "/ws/ws", "seed": "/ws/ws", "mounted": "/ws/echo"}
@@ -76,57 +71,47 @@ def make(key: str) -> System:
     return System(key, LABELS[key], WS_PATHS.get(key, "/ws"))
 
 
-def start_upstream(workdir: Path, cpu: int | None) -> tuple[subprocess.Popen[bytes], int]:
-    """The upstream app on an ephemeral port; returns (process, port) once it answers."""
+def _launch(
+    argv: list[str], log: Path, cpu: int | None, ready_s: float
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``argv`` on an ephemeral listening socket (its fd appended as ``--fd N``);
+    returns (process, port) once ``GET /small`` answers through it."""
     sock = procs.listening_socket()
     port: int = sock.getsockname()[1]
-    log = workdir / "upstream.log"
-    argv = [sys.executable, str(BENCH / "upstream.py"), "--fd", str(sock.fileno())]
+    argv = [*argv, "--fd", str(sock.fileno())]
     proc = procs.start(argv, cpu=cpu, log=log, pass_fds=[sock.fileno()], cwd=BENCH)
     sock.close()
-    procs.wait_ready(proc, port, log, 30)
+    try:
+        procs.wait_ready(proc, port, log, ready_s)
+    except Exception:
+        procs.stop(proc)
+        raise
     return proc, port
+
+
+def start_upstream(workdir: Path, cpu: int | None) -> tuple[subprocess.Popen[bytes], int]:
+    """The upstream app on an ephemeral port; returns (process, port) once it answers."""
+    return _launch([sys.executable, str(BENCH / "upstream.py")], workdir / "upstream.log", cpu, 30)
 
 
 def _python_proxy(
     system: System, python: str, form: str, upstream_port: int, workdir: Path, cpu: int | None
 ) -> None:
-    sock = procs.listening_socket()
-    system.port = sock.getsockname()[1]
-    log = workdir / f"{system.key}.log"
     profile = (
         []
         if PROFILE_DIR is None
         else ["-m", "cProfile", "-o", str(PROFILE_DIR / f"{system.key}.prof")]
     )
-    argv = [
-        python,
-        *profile,
-        str(BENCH / "proxies.py"),
-        "--form",
-        form,
-        "--upstream",
-        f"http://127.0.0.1:{upstream_port}",
-        "--fd",
-        str(sock.fileno()),
-    ]
-    system.proc = procs.start(argv, cpu=cpu, log=log, pass_fds=[sock.fileno()], cwd=BENCH)
-    sock.close()
-    procs.wait_ready(system.proc, system.port, log, 60)
+    argv = [python, *profile, str(BENCH / "proxies.py"), "--form", form]
+    argv += ["--upstream", f"http://127.0.0.1:{upstream_port}"]
+    system.proc, system.port = _launch(argv, workdir / f"{system.key}.log", cpu, 60)
     system.pid = system.proc.pid
 
 
-def _relay(
-    system: System, upstream_port: int, workdir: Path, cpu: int | None, frames: bool
-) -> None:
-    sock = procs.listening_socket()
-    system.port = sock.getsockname()[1]
-    log = workdir / f"{system.key}.log"
+def _relay(system: System, upstream_port: int, workdir: Path, cpu: int | None) -> None:
     argv = [sys.executable, str(BENCH / "relay.py"), "--upstream-port", str(upstream_port)]
-    argv += ["--fd", str(sock.fileno()), *(["--frames"] if frames else [])]
-    system.proc = procs.start(argv, cpu=cpu, log=log, pass_fds=[sock.fileno()], cwd=BENCH)
-    sock.close()
-    procs.wait_ready(system.proc, system.port, log, 20)
+    argv += ["--frames"] if system.key == FRAME_RELAY else []
+    system.proc, system.port = _launch(argv, workdir / f"{system.key}.log", cpu, 20)
     system.pid = system.proc.pid
 
 
@@ -236,8 +221,8 @@ def start(
             _python_proxy(system, ensure_seed_venv(), "quickstart", up_port, workdir, cpu)
         elif system.key == "nginx":
             _nginx(system, up_port, workdir, cpu)
-        elif system.key in (WS_CEILING, FRAME_RELAY):
-            _relay(system, up_port, workdir, cpu, frames=system.key == FRAME_RELAY)
+        elif system.key in (BYTE_RELAY, FRAME_RELAY):
+            _relay(system, up_port, workdir, cpu)
         else:
             raise RuntimeError(f"unknown system {system.key}")
     except Exception as exc:  # reported as unavailable, the other systems still run
