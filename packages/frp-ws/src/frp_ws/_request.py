@@ -125,6 +125,12 @@ def offers_deflate(scope: Mapping[str, Any]) -> bool:
     return False
 
 
+def offers_extensions(scope: Mapping[str, Any]) -> bool:
+    """Whether the client's handshake offered any extension at all."""
+    headers = scope.get("headers") or ()
+    return any(name.lower() == b"sec-websocket-extensions" for name, _ in headers)
+
+
 def response_headers(headers: Sequence[tuple[str, str]]) -> RawHeaders:
     """Upstream handshake response headers worth passing to the client (e.g. Set-Cookie)."""
     out: RawHeaders = []

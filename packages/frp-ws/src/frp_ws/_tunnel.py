@@ -17,14 +17,17 @@ from frp_core._routing import Outcome, Router, Upstreams
 
 from . import _close
 from ._compat import CLOSED, HandshakeRefused, UpstreamConnection, closed, connect
+from ._handshake import Opened, open_upstream
 from ._request import (
     HeaderInput,
     offers_deflate,
+    offers_extensions,
     resource,
     response_headers,
     upstream_headers,
     url_for,
 )
+from ._splice import SPLICE, Splice, close_before_splice
 
 __all__ = ["DEFAULT_MAX_SIZE", "Tunnel", "tunnel"]
 
@@ -148,6 +151,12 @@ class Tunnel:
         compression = self.compression
         if compression == "auto":  # per hop, mirroring the client's offer
             compression = "deflate" if offers_deflate(scope) else None
+        # Frames can pass untouched only when no hop negotiates an extension.
+        splice = (scope.get("extensions") or {}).get(SPLICE)
+        if splice is not None and (
+            compression is not None or offers_extensions(scope) or not splice["ready"]()
+        ):
+            splice = None
         loop = asyncio.get_running_loop()
         tried: list[str] = []
         failure: HandshakeRefused | UpstreamError | None = None
@@ -165,7 +174,17 @@ class Tunnel:
                 failure = ConnectError()
                 continue
             try:
-                up = await self._connect(url, offer, headers, compression)
+                if splice is not None:
+                    up: UpstreamConnection | Opened = await open_upstream(
+                        base,
+                        target,
+                        subprotocols=offer,
+                        headers=headers,
+                        timeout=self.open_timeout,
+                        ssl=self.ssl,
+                    )
+                else:
+                    up = await self._connect(url, offer, headers, compression)
             except HandshakeRefused as exc:
                 retry = exc.status in _RETRY_STATUSES
                 outcome = Outcome.HTTP_5XX if retry else Outcome.SUCCESS
@@ -183,7 +202,10 @@ class Tunnel:
                 raise
             outcome = Outcome.CLIENT_ABORT
             try:
-                outcome = await self._serve(up, scope, receive, send, offered)
+                if isinstance(up, Opened):
+                    outcome = await self._splice(up, splice, send, offered)
+                else:
+                    outcome = await self._serve(up, scope, receive, send, offered)
             finally:
                 upstreams.done(base, outcome, loop.time() - started)
             return
@@ -209,6 +231,36 @@ class Tunnel:
             compression=compression,
             ssl=self.ssl,
         )
+
+    async def _splice(self, up: Opened, splice: Any, send: Send, offered: Sequence[str]) -> Outcome:
+        chosen = up.subprotocol if up.subprotocol in offered else None
+        accept = {
+            "type": "websocket.accept",
+            "subprotocol": chosen,
+            "headers": response_headers(up.response_headers),
+        }
+        try:
+            await send(accept)
+        except (*_CLIENT_GONE, RuntimeError):
+            close_before_splice(up, _close.GOING_AWAY)
+            return Outcome.CLIENT_ABORT
+        except BaseException:
+            up.abort()
+            raise
+        relay = Splice(
+            max_size=self.max_size,
+            close_timeout=self.close_timeout,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+        )
+        client = splice["take"](relay.shutdown)
+        if client is None:  # the client sent frames before our 101: not a WebSocket client
+            close_before_splice(up, _close.GOING_AWAY)
+            with contextlib.suppress(*_CLIENT_GONE, RuntimeError):
+                await send({"type": "websocket.close", "code": 1002})
+            return Outcome.CLIENT_ABORT
+        relay.start(client, up)
+        return await relay.wait()
 
     async def _serve(
         self,

@@ -1,0 +1,70 @@
+"""``SpliceProtocol``: uvicorn's websockets-sansio protocol, plus the splice extension.
+
+``uvicorn.run(app, ws=SpliceProtocol)`` (or ``ws="frp_ws:SpliceProtocol"``).  Every WebSocket
+app runs as under ``ws="websockets-sansio"``; a tunnel may in addition take the client's socket
+over once it has accepted (the :data:`~frp_ws._splice.SPLICE` extension), and then relays
+frames without the server parsing them into ASGI messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from ._splice import SPLICE, ClientSide
+
+__all__ = ["SpliceProtocol"]
+
+
+class SpliceProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol that can hand an accepted connection over."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._late = False  # bytes arrived after the handshake request
+        self._shutdown: Callable[[], None] | None = None
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        if self.response.status_code == 101:
+            self.scope["extensions"][SPLICE] = {"ready": self._ready, "take": self._take}
+
+    def data_received(self, data: bytes) -> None:
+        if self.handshake_initiated:
+            self._late = True
+        super().data_received(data)
+
+    def shutdown(self) -> None:
+        if self._shutdown is not None:
+            self._shutdown()
+        else:
+            super().shutdown()
+
+    def _ready(self) -> bool:
+        """Whether nothing but the handshake was read: a takeover would lose no byte."""
+        reader = getattr(self.conn, "reader", None)
+        return (
+            not self._late
+            and not self.disconnected
+            and not self.close_sent
+            and self.queue.empty()
+            and not self.frames
+            and not getattr(reader, "buffer", b"")
+            and not self.transport.is_closing()
+        )
+
+    def _take(self, shutdown: Callable[[], None]) -> ClientSide | None:
+        """After the accept: the connection, which this protocol no longer reads."""
+        if not self.handshake_complete or not self._ready():
+            return None
+        self.stop_keepalive()
+        self._shutdown = shutdown
+        return ClientSide(
+            self.transport,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            max_size=self.config.ws_max_size,
+            lost=self.connection_lost,
+        )
