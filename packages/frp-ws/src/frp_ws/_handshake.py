@@ -69,7 +69,8 @@ class _Handshake(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = transport
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
         transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
