@@ -23,8 +23,9 @@ from fastapi import FastAPI, WebSocket
 from frp_testing import ServerThread, run_server
 from websockets.datastructures import Headers
 
-from frp_ws import proxy_pass_websocket
+from frp_ws import SpliceProtocol, proxy_pass_websocket
 from frp_ws._compat import UpstreamConnection, connect
+from frp_ws._splice import SPLICE
 
 NEW_API = importlib.util.find_spec("websockets.asyncio") is not None
 if NEW_API:
@@ -54,6 +55,7 @@ class Upstream:
         self.deaf: list[asyncio.Transport] = []
         self.gate: asyncio.Event | None = None
         self.silent = False
+        self.greeting: str | None = None  # sent as soon as a connection opens
         self.wake = asyncio.Event()
         self.gate_reached = asyncio.Event()
         self.server: Any = None
@@ -114,6 +116,8 @@ class Upstream:
             }
         )
         try:
+            if self.greeting is not None:
+                await ws.send(self.greeting)
             async for message in ws:
                 if isinstance(message, str) and message.startswith("!"):
                     await self._command(ws, message)
@@ -164,9 +168,16 @@ def _legacy_response(status: int, headers: list[tuple[str, str]], body: bytes) -
 class Proxy:
     """uvicorn serving a FastAPI app whose every WebSocket route is proxied to ``upstream``."""
 
-    def __init__(self, server: ServerThread, state: dict[str, Any]) -> None:
+    def __init__(self, server: ServerThread, state: dict[str, Any], kind: str = "") -> None:
         self.server = server
         self.state = state
+        self.kind = kind
+
+    @property
+    def spliced(self) -> list[bool]:
+        """For each tunnel on a splicing server: whether it took the client's socket over."""
+        taken: list[bool] = self.state["spliced"]
+        return taken
 
     @property
     def ws_url(self) -> str:
@@ -192,6 +203,7 @@ def make_app(state: dict[str, Any]) -> FastAPI:
 
     @app.websocket("/{rest:path}")
     async def tunnel(websocket: WebSocket, rest: str) -> None:
+        _watch_splice(websocket.scope, state["spliced"])
         before = asyncio.all_tasks()
         me = asyncio.current_task()
         error: BaseException | None = None
@@ -213,6 +225,23 @@ def make_app(state: dict[str, Any]) -> FastAPI:
             state["finished"].put({"tasks": left, "error": error})
 
     return app
+
+
+def _watch_splice(scope: dict[str, Any], taken: list[bool]) -> None:
+    """Record whether the tunnel takes the connection over (the server's splice extension)."""
+    extensions = scope.get("extensions") or {}
+    if SPLICE not in extensions:
+        return
+    offered = dict(extensions[SPLICE])
+    take = offered["take"]
+
+    def watched(shutdown: Any) -> Any:
+        side = take(shutdown)
+        taken.append(side is not None)
+        return side
+
+    offered["take"] = watched
+    scope["extensions"] = {**extensions, SPLICE: offered}
 
 
 def _ours(task: asyncio.Task[Any]) -> bool:
@@ -237,14 +266,20 @@ def without_http_response(app: Any) -> Any:
 
 @contextlib.contextmanager
 def proxy_server(**server_options: Any) -> Iterator[Proxy]:
-    state: dict[str, Any] = {"upstream": None, "options": {}, "finished": queue.Queue()}
+    state: dict[str, Any] = {
+        "upstream": None,
+        "options": {},
+        "finished": queue.Queue(),
+        "spliced": [],
+    }
     app: Any = make_app(state)
     if server_options.pop("no_http_response", False):
         app = without_http_response(app)
     server_options.setdefault("ws_max_size", 16 * MiB)
     server_options.setdefault("proxy_headers", False)  # the test client is not a proxy
+    kind = "splice" if server_options.get("ws") is SpliceProtocol else ""
     with run_server(app, **server_options) as server:
-        yield Proxy(server, state)
+        yield Proxy(server, state, kind)
 
 
 @pytest.fixture(scope="session")
@@ -253,15 +288,28 @@ def proxy_wsproto() -> Iterator[Proxy]:
         yield proxy
 
 
-@pytest.fixture
-def proxy(proxy_wsproto: Proxy) -> Iterator[Proxy]:
-    """The shared wsproto proxy, options reset, result queue drained."""
-    proxy_wsproto.state["options"] = {}
-    proxy_wsproto.state["expire"] = None
-    yield proxy_wsproto
+@pytest.fixture(scope="session")
+def proxy_splice() -> Iterator[Proxy]:
+    with proxy_server(ws=SpliceProtocol) as proxy:
+        yield proxy
+
+
+@pytest.fixture(params=["wsproto", "splice"])
+def proxy(request: pytest.FixtureRequest) -> Iterator[Proxy]:
+    """A shared proxy, options reset, result queue drained.
+
+    ``wsproto``: the message relay under uvicorn's wsproto server.  ``splice``: uvicorn with
+    frp-ws's ``SpliceProtocol``, where clients (which offer no compression there, unless a
+    test says otherwise) are spliced to the upstream below ASGI.
+    """
+    shared: Proxy = request.getfixturevalue(f"proxy_{request.param}")
+    shared.state["options"] = {}
+    shared.state["expire"] = None
+    shared.state["spliced"] = []
+    yield shared
     with contextlib.suppress(queue.Empty):
         while True:
-            proxy_wsproto.state["finished"].get_nowait()
+            shared.state["finished"].get_nowait()
 
 
 @pytest.fixture
@@ -295,14 +343,19 @@ async def client(
 
 
 @pytest.fixture
-async def ws_client() -> AsyncIterator[Any]:
+async def ws_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """``await ws_client(url, subprotocols=..., headers=...)``: a real websockets client.
 
-    Every client is closed (its socket released) when the test ends.
+    It offers compression unless the test's shared proxy splices (then it offers none, so
+    that the splice is taken).  Every client is closed (its socket released) when the test
+    ends.
     """
     opened: list[UpstreamConnection] = []
+    splicing = "proxy" in request.fixturenames and request.getfixturevalue("proxy").kind
+    default = None if splicing else "deflate"
 
     async def open_client(url: str, **kwargs: Any) -> UpstreamConnection:
+        kwargs.setdefault("compression", default)
         ws = await client(url, **kwargs)
         opened.append(ws)
         return ws

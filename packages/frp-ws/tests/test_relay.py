@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from frp_ws import SpliceProtocol
 from frp_ws._compat import UpstreamClosed
 
 MiB = 1024 * 1024
@@ -77,16 +78,21 @@ async def test_client_message_over_max_size_closes_both_with_1009(
     assert await upstream.closes.get() == (1009, "Message too big")
 
 
-async def test_client_message_over_uvicorn_ws_max_size(upstream, ws_client, closed, make_proxy):
-    with make_proxy(ws="wsproto", ws_max_size=1 * MiB) as proxy:
+@pytest.mark.parametrize("server", ["wsproto", "splice"])
+async def test_client_message_over_uvicorn_ws_max_size(
+    server, upstream, ws_client, closed, make_proxy
+):
+    ws_impl = SpliceProtocol if server == "splice" else server
+    with make_proxy(ws=ws_impl, ws_max_size=1 * MiB) as proxy:
         proxy.state["upstream"] = upstream.url
         proxy.options["max_size"] = None
-        ws = await ws_client(proxy.ws_url + "/")
+        ws = await ws_client(proxy.ws_url + "/", compression=None)
         await ws.send(b"x" * (MiB + 1))
         code, _ = await closed(ws)
         assert code == 1009  # uvicorn closes the client hop
         assert (await upstream.closes.get())[0] == 1009  # the tunnel closes the upstream hop
         await proxy.finished()
+        assert proxy.spliced == ([True] if server == "splice" else [])
 
 
 CLOSES = [(1000, ""), (1001, "going away"), (3000, "custom"), (4999, "é" * 61)]
@@ -144,10 +150,13 @@ async def test_client_vanishing_closes_the_upstream(proxy, upstream, ws_client):
     assert (await proxy.finished())["tasks"] == []
 
 
-async def test_server_shutdown_closes_upstream_with_1001(upstream, ws_client, closed, make_proxy):
-    with make_proxy(ws="wsproto") as proxy:
+@pytest.mark.parametrize("server", ["wsproto", "splice"])
+async def test_server_shutdown_closes_upstream_with_1001(
+    server, upstream, ws_client, closed, make_proxy
+):
+    with make_proxy(ws=SpliceProtocol if server == "splice" else server) as proxy:
         proxy.state["upstream"] = upstream.url
-        ws = await ws_client(proxy.ws_url + "/")
+        ws = await ws_client(proxy.ws_url + "/", compression=None)
         await ws.send("hi")
         assert await ws.recv() == "hi"
         stopping = asyncio.ensure_future(asyncio.to_thread(proxy.server.stop))
@@ -155,6 +164,7 @@ async def test_server_shutdown_closes_upstream_with_1001(upstream, ws_client, cl
         assert await upstream.closes.get() == (1001, "")
         await stopping
         assert (await proxy.finished())["tasks"] == []
+        assert proxy.spliced == ([True] if server == "splice" else [])
 
 
 async def test_messages_keep_their_order_under_load(proxy, upstream, ws_client):

@@ -29,6 +29,10 @@ _DATA = frozenset({CONT, TEXT, BINARY})
 _CONTROL = frozenset({CLOSE, PING, PONG})
 _BIG_HEADER = struct.Struct("!BBQ")
 _MID_HEADER = struct.Struct("!BBH")
+#: Data frames up to this size (header included) are passed on whole, never in parts, so that a
+#: hop that goes away mid-frame leaves the other hop on a frame boundary, where it can still get
+#: a proper close frame.  Longer frames are passed on as they come.
+WHOLE_FRAME = 256 * 1024
 
 
 class Control:
@@ -77,12 +81,22 @@ class FrameScanner:
     :class:`TooBig` or :class:`ProtocolViolation` the scanner ignores everything.
     """
 
-    __slots__ = ("_in_message", "_left", "_limit", "_masked", "_pending", "_size", "dead")
+    __slots__ = (
+        "_in_message",
+        "_left",
+        "_limit",
+        "_masked",
+        "_need",
+        "_pending",
+        "_size",
+        "dead",
+    )
 
     def __init__(self, *, masked: bool, limit: int | None) -> None:
         self._masked = masked
         self._limit = limit
-        self._pending = b""  # an incomplete header or control frame
+        self._pending = bytearray()  # an incomplete header, control frame or short frame
+        self._need = 0  # how long _pending must grow before it is worth scanning again
         self._left = 0  # payload bytes of the current data frame still to pass on
         self._in_message = False  # a fragmented data message is in progress
         self._size = 0  # bytes of the current data message so far
@@ -98,8 +112,11 @@ class FrameScanner:
         if self.dead:
             return []
         if self._pending:
-            data = self._pending + data
-            self._pending = b""
+            self._pending += data
+            if len(self._pending) < self._need:
+                return []
+            data = bytes(self._pending)
+            self._pending.clear()
         n = len(data)
         left = self._left
         if left >= n:  # all of it is payload of the frame being passed on
@@ -108,6 +125,7 @@ class FrameScanner:
         out: list[Event] = []
         pos = left
         start = 0
+        need = 0
         self._left = 0
         while pos < n:
             if n - pos < 2:
@@ -133,9 +151,10 @@ class FrameScanner:
             why = self._check(b0, b1, opcode, length)
             if why:
                 return self._fail(out, data, start, pos, ProtocolViolation(why))
+            end = pos + head + length
             if opcode >= CLOSE:
-                end = pos + head + length
                 if end > n:
+                    need = end - pos
                     break
                 if pos > start:
                     out.append(data[start:pos])
@@ -145,13 +164,15 @@ class FrameScanner:
                 out.append(Control(opcode, payload))
                 pos = start = end
                 continue
+            if end > n and end - pos <= WHOLE_FRAME:  # a short frame: wait for all of it
+                need = end - pos
+                break
             if opcode != CONT:
                 self._size = 0
             self._size += length
             if self._limit is not None and self._size > self._limit:
                 return self._fail(out, data, start, pos, TooBig())
             self._in_message = not b0 & 0x80
-            end = pos + head + length
             if end > n:
                 self._left = end - n
                 pos = n
@@ -160,7 +181,8 @@ class FrameScanner:
         if pos > start:
             out.append(data if start == 0 and pos == n else data[start:pos])
         if pos < n:
-            self._pending = data[pos:]
+            self._pending += data[pos:]
+            self._need = need
         return out
 
     def _check(self, b0: int, b1: int, opcode: int, length: int) -> str:
@@ -185,7 +207,7 @@ class FrameScanner:
         out.append(event)
         self.dead = True
         self._left = 0
-        self._pending = b""
+        self._pending.clear()
         return out
 
 

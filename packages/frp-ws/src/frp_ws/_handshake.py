@@ -192,7 +192,7 @@ async def open_upstream(
     """
     origin = Origin.parse(base)
     key = base64.b64encode(os.urandom(16))
-    request = _request(origin, target, key, subprotocols, headers)
+    request = _request(origin, origin.prefix.decode("ascii") + target, key, subprotocols, headers)
     loop = asyncio.get_running_loop()
     tls: Any = None
     if origin.scheme == "https":
@@ -204,24 +204,26 @@ async def open_upstream(
         hs = _Handshake(request)
         return hs
 
-    transport: asyncio.BaseTransport | None = None
+    def drop() -> None:
+        if hs is not None and hs.transport is not None:
+            hs.transport.abort()
+
     try:
         async with asyncio.timeout(timeout):
-            transport, _ = await loop.create_connection(factory, origin.host, origin.port, ssl=tls)
+            await loop.create_connection(factory, origin.host, origin.port, ssl=tls)
             assert hs is not None
             status = await hs.done
     except TimeoutError:
-        if transport is not None:
-            transport.abort()
+        drop()
         raise ConnectTimeout() from None
     except (OSError, _ssl.SSLError):
-        if transport is not None:
-            transport.abort()
+        drop()
         raise ConnectError() from None
     except BaseException:
-        if transport is not None:
-            transport.abort()
+        drop()
         raise
+    transport = hs.transport
+    assert transport is not None
     if status != 101:
         transport.abort()
         raise HandshakeRefused(status, hs.headers, b"".join(hs.body))
