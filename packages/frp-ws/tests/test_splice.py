@@ -148,7 +148,8 @@ def test_scanner_passes_data_frames_untouched_and_stops_at_control_frames():
     text, ping = frame(0x1, b"hello"), frame(PING, b"p")
     events = scanner.feed(text + ping + text)
     assert events[0] == text
-    assert isinstance(events[1], Control) and events[1].opcode == PING
+    assert isinstance(events[1], Control)
+    assert events[1].opcode == PING
     assert events[1].payload == b"p"
     assert events[2] == text
 
@@ -197,7 +198,8 @@ def test_scanner_counts_fragments_against_max_size():
 )
 def test_scanner_reports_protocol_violations(data, masked):
     events = FrameScanner(masked=masked, limit=None).feed(data)
-    assert len(events) == 1 and isinstance(events[0], ProtocolViolation)
+    assert len(events) == 1
+    assert isinstance(events[0], ProtocolViolation)
 
 
 def test_close_frames_round_trip_and_invalid_ones_are_refused():
@@ -209,4 +211,5 @@ def test_close_frames_round_trip_and_invalid_ones_are_refused():
     assert parse_close(struct.pack("!H", 1000) + b"\xff") is None  # reason not UTF-8
     masked = control_frame(PING, b"abc", mask=True)
     events = FrameScanner(masked=True, limit=None).feed(masked)
-    assert isinstance(events[0], Control) and events[0].payload == b"abc"
+    assert isinstance(events[0], Control)
+    assert events[0].payload == b"abc"
