@@ -23,9 +23,10 @@ from fastapi import FastAPI, WebSocket
 from frp_testing import ServerThread, run_server
 from websockets.datastructures import Headers
 
-from frp_ws import SpliceProtocol, proxy_pass_websocket
+from frp_ws import proxy_pass_websocket
 from frp_ws._compat import UpstreamConnection, connect
 from frp_ws._splice import SPLICE
+from frp_ws.uvicorn import SpliceProtocol
 
 NEW_API = importlib.util.find_spec("websockets.asyncio") is not None
 if NEW_API:

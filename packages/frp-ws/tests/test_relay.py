@@ -8,8 +8,8 @@ import socket
 
 import pytest
 
-from frp_ws import SpliceProtocol
 from frp_ws._compat import UpstreamClosed
+from frp_ws.uvicorn import SpliceProtocol
 
 MiB = 1024 * 1024
 

@@ -14,7 +14,6 @@ import struct
 
 import pytest
 
-from frp_ws import SpliceProtocol
 from frp_ws._frames import (
     CLOSE,
     PING,
@@ -26,6 +25,7 @@ from frp_ws._frames import (
     control_frame,
     parse_close,
 )
+from frp_ws.uvicorn import SpliceProtocol
 
 HANDSHAKE = (
     b"GET /raw HTTP/1.1\r\nHost: proxy\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

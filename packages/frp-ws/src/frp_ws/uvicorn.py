@@ -1,6 +1,6 @@
 """``SpliceProtocol``: uvicorn's websockets-sansio protocol, plus the splice extension.
 
-``uvicorn.run(app, ws=SpliceProtocol)`` (or ``ws="frp_ws:SpliceProtocol"``).  Every WebSocket
+``uvicorn.run(app, ws="frp_ws.uvicorn:SpliceProtocol")`` (uvicorn 0.35 or later).  Every WebSocket
 app runs as under ``ws="websockets-sansio"``; a tunnel may in addition take the client's socket
 over once it has accepted (the :data:`~frp_ws._splice.SPLICE` extension), and then relays
 frames without the server parsing them into ASGI messages.
@@ -44,13 +44,14 @@ class SpliceProtocol(WebSocketsSansIOProtocol):
 
     def _ready(self) -> bool:
         """Whether nothing but the handshake was read: a takeover would lose no byte."""
+        # Attributes that not every uvicorn version has are read with a default.
         reader = getattr(self.conn, "reader", None)
         return (
             not self._late
-            and not self.disconnected
+            and not getattr(self, "disconnected", False)
             and not self.close_sent
             and self.queue.empty()
-            and not self.frames
+            and not getattr(self, "frames", ())
             and not getattr(reader, "buffer", b"")
             and not self.transport.is_closing()
         )
@@ -59,12 +60,14 @@ class SpliceProtocol(WebSocketsSansIOProtocol):
         """After the accept: the connection, which this protocol no longer reads."""
         if not self.handshake_complete or not self._ready():
             return None
-        self.stop_keepalive()
+        stop_keepalive = getattr(self, "stop_keepalive", None)  # uvicorn 0.36+ pings
+        if stop_keepalive is not None:
+            stop_keepalive()
         self._shutdown = shutdown
         return ClientSide(
             self.transport,
-            ping_interval=self.ping_interval,
-            ping_timeout=self.ping_timeout,
+            ping_interval=getattr(self, "ping_interval", None),
+            ping_timeout=getattr(self, "ping_timeout", None),
             max_size=self.config.ws_max_size,
             lost=self.connection_lost,
         )
