@@ -13,6 +13,9 @@ Forms:
 - ``route-ceiling``/``mount-ceiling``: no proxy: a Quick Start-shaped FastAPI route, or a
   FastAPI mount, answering 100 bytes itself (the most a proxy in that form could serve).
 
+Our forms run with ``ws=frp_ws.uvicorn:SpliceProtocol``, the deployment frp-ws's docs advise
+(WebSocket tunnels then splice frames below ASGI); 0.4.0 runs with uvicorn's default.
+
 Run as ``python proxies.py --form F --upstream URL --fd N``.  An import error exits with
 status 3 and one line ``unavailable: <reason>`` on stderr.  No ``from __future__ import
 annotations`` here: FastAPI must see the real ``Request``/``WebSocket`` annotations.
@@ -196,7 +199,17 @@ def main() -> None:
         print(f"unavailable: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         sys.exit(UNAVAILABLE_EXIT)
     if not args.check:
-        serve(app, args.fd, args.port)
+        serve(app, args.fd, args.port, ws=_ws_protocol())
+
+
+def _ws_protocol() -> Any:
+    """frp-ws's ``SpliceProtocol`` where frp-ws is installed (as its docs advise for speed),
+    uvicorn's default otherwise (0.4.0's virtualenv)."""
+    try:
+        from frp_ws.uvicorn import SpliceProtocol
+    except ImportError:
+        return None
+    return SpliceProtocol
 
 
 if __name__ == "__main__":

@@ -152,8 +152,11 @@ def serve(
     fd: int | None,
     port: int | None,
     lifespan: Literal["auto", "on", "off"] = "auto",
+    ws: Any = None,
 ) -> None:
     """Serve ``target`` with one uvicorn worker, uvloop and httptools, on 127.0.0.1.
+
+    ``ws`` is uvicorn's WebSocket protocol (default: :func:`ws_protocol`).
 
     An inherited ``fd`` is wrapped as the TCP socket it is (uvicorn's own ``fd=`` option
     assumes a UNIX socket, which loses TCP_NODELAY and adds 40 ms delayed-ACK stalls).
@@ -168,7 +171,7 @@ def serve(
         port=port or 0,
         loop="uvloop",
         http="httptools",
-        ws=ws_protocol(),
+        ws=ws if ws is not None else ws_protocol(),
         lifespan=lifespan,
         log_level="warning",
         access_log=False,
