@@ -104,6 +104,10 @@ def gateway(targets: list[str]) -> FastAPI:
     return app
 
 
+#: WebSocket tunnels pass frames below ASGI when they can (docs/frp-ws.md, "The splice").
+WS_PROTOCOL = "frp_ws.uvicorn:SpliceProtocol"
+
+
 async def main(port: int) -> None:
     socks = {name: listen(0) for name in ("a", "b")}
     targets = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in socks.values()]
@@ -112,7 +116,7 @@ async def main(port: int) -> None:
         for n, s in socks.items()
     ]
     gw_sock = listen(port)
-    gw = uvicorn.Server(uvicorn.Config(gateway(targets), log_level="info"))
+    gw = uvicorn.Server(uvicorn.Config(gateway(targets), log_level="info", ws=WS_PROTOCOL))
     servers.append((gw, [gw_sock]))
     print(f"demo backends: {', '.join(targets)}", flush=True)
     print(f"open http://127.0.0.1:{gw_sock.getsockname()[1]}/  (Ctrl-C to stop)", flush=True)

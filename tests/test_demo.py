@@ -33,7 +33,7 @@ def demo() -> Iterator[tuple[ServerThread, list[str]]]:
     module = _load_demo()
     with run_server(module.backend("a")) as a, run_server(module.backend("b")) as b:
         targets = [a.url, b.url]
-        with run_server(module.gateway(targets)) as gw:
+        with run_server(module.gateway(targets), ws=module.WS_PROTOCOL) as gw:
             yield gw, targets
 
 
@@ -73,9 +73,14 @@ def test_sse_streams_through_the_gateway(demo: tuple[ServerThread, list[str]]) -
     assert events[1].startswith("data: event 1 from ")
 
 
-async def test_websocket_echo_through_the_tunnel(demo: tuple[ServerThread, list[str]]) -> None:
+@pytest.mark.parametrize("compression", ["deflate", None])
+async def test_websocket_echo_through_the_tunnel(
+    demo: tuple[ServerThread, list[str]], compression: str | None
+) -> None:
+    # With compression the tunnel relays messages; without, it splices frames.
     gw, _ = demo
-    async with websockets.connect(f"{gw.ws_url}/ws/echo", open_timeout=10) as ws:
+    url = f"{gw.ws_url}/ws/echo"
+    async with websockets.connect(url, open_timeout=10, compression=compression) as ws:
         await ws.send("hello")
         reply = await ws.recv()
     assert reply in ("a: hello", "b: hello")
