@@ -103,6 +103,8 @@ class _Hop(asyncio.Protocol):
                         other.transport.write(event)
                 else:
                     self.splice.event(self, event)
+                    if self.close_received:
+                        break  # nothing may follow a close frame
         finally:
             self.in_feed = False
         if other.pending and self.scanner.at_boundary:
@@ -267,6 +269,7 @@ class Splice:
             self._violation(hop)
             return
         hop.close_received = True
+        hop.scanner.dead = True
         code, reason = close
         if hop.close_sent:  # the answer to our close: the hop is done
             hop.cancel_timer()
