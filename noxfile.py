@@ -247,5 +247,8 @@ def autobahn(session: nox.Session) -> None:
 @nox.session(name="autobahn-quick", python=PYTHONS[0], tags=["ci"])
 def autobahn_quick(session: nox.Session) -> None:
     """Autobahn's quick variant (``--quick``: every case of 1-7, a sample of 9, 12, 13), for
-    ``nox -t ci``; skips with a message without Python 2.7."""
+    ``nox -t ci``, through the message relay (wsproto) and through the splice; skips with a
+    message without Python 2.7."""
     _autobahn(session, ["--quick"])
+    if not session.posargs:
+        _autobahn(session, ["--quick", "--ws", "splice"])

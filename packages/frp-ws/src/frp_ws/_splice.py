@@ -85,6 +85,7 @@ class _Hop(asyncio.Protocol):
         self.in_feed = False
         self.close_sent = False  # a close frame of ours is written or queued
         self.close_received = False
+        self.failing = False  # close the socket once our close frame is out (RFC 6455 §7.1.7)
         self.gone = False
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -140,9 +141,14 @@ class _Hop(asyncio.Protocol):
     def flush(self) -> None:
         if not self.gone:
             self.transport.write(b"".join(self.pending))
-            if self.close_sent and self.close_received:
+            if self.close_sent and (self.close_received or self.failing):
                 self.transport.close()
         self.pending.clear()
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection: our close frame, then the socket closed without waiting."""
+        self.failing = True
+        self.send_close(code, reason)
 
     def send_close(self, code: int, reason: str) -> None:
         """Start (or answer) the closing handshake on this hop; bounded by close_timeout."""
@@ -151,8 +157,8 @@ class _Hop(asyncio.Protocol):
         self.close_sent = True
         self.send_control(close_frame(code, reason, mask=self.mask))
         self.cancel_timer()
-        if self.close_received and not self.pending:
-            self.transport.close()  # the peer's close is answered: the handshake is complete
+        if (self.close_received or self.failing) and not self.pending:
+            self.transport.close()  # answered, or failed: no closing handshake to wait for
         elif self.splice.close_timeout is not None:
             loop = asyncio.get_running_loop()
             self.timer = loop.call_later(self.splice.close_timeout, self.transport.abort)
@@ -258,8 +264,8 @@ class Splice:
                 hop.pong(event.payload)
             elif event.opcode == CLOSE:
                 self._close_received(hop, parse_close(event.payload))
-        elif type(event) is TooBig:
-            hop.send_close(_close.TOO_BIG, _close.TOO_BIG_REASON)
+        elif type(event) is TooBig:  # the scanner reads no more: fail the hop
+            hop.fail(_close.TOO_BIG, _close.TOO_BIG_REASON)
             other.send_close(_close.TOO_BIG, _close.TOO_BIG_REASON)
         else:
             self._violation(hop)
@@ -283,7 +289,8 @@ class Splice:
             self.upstream_close(*_close.from_client(code, reason))
 
     def _violation(self, hop: _Hop) -> None:
-        hop.send_close(PROTOCOL_ERROR, "")
+        hop.scanner.dead = True
+        hop.fail(PROTOCOL_ERROR, "")
         if hop.upstream:
             self.client_close(_close.BAD_GATEWAY, _close.BAD_GATEWAY_REASON)
         else:
