@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import importlib
 import importlib.util
 import inspect
@@ -29,6 +30,7 @@ __all__ = [
     "UpstreamConnection",
     "closed",
     "connect",
+    "http_status",
 ]
 
 
@@ -184,6 +186,15 @@ else:  # websockets 11 and 12
 
     _CONNECT = _LegacyConnect
     _PARAMS = inspect.signature(_legacy.Connect.__init__).parameters
+
+
+def http_status(status: int) -> Any:
+    """``status`` as ``ServerProtocol.reject`` takes it on every version: 11 and 12 need an
+    ``HTTPStatus`` (they read ``.value``), 13+ take either; an unknown code stays an int."""
+    try:
+        return http.HTTPStatus(status)
+    except ValueError:
+        return status
 
 
 async def _read_body(reader: asyncio.StreamReader, headers: Any) -> bytes:

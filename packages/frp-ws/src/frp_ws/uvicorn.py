@@ -13,6 +13,7 @@ from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from ._compat import http_status
 from ._splice import SPLICE, ClientSide
 
 __all__ = ["SpliceProtocol"]
@@ -25,6 +26,20 @@ class SpliceProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self._late = False  # bytes arrived after the handshake request
         self._shutdown: Callable[[], None] | None = None
+        self._reject = self.conn.reject
+        self.conn.reject = self._refusal  # type: ignore[method-assign]
+
+    def _refusal(self, status: Any, text: str) -> Any:
+        """``ServerProtocol.reject`` as some uvicorn versions (0.50) use it for the ASGI
+        ``websocket.http.response``: they pass an int, which websockets 11-12 cannot take, and
+        then add the app's headers, so the response's own length and type would repeat."""
+        response = self._reject(http_status(int(status)), text)
+        given = self.initial_response[1] if self.initial_response is not None else []
+        names = {name.lower() for name, _ in given}
+        for name in ("Content-Length", "Content-Type"):
+            if name.lower() in names:
+                del response.headers[name]
+        return response
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
