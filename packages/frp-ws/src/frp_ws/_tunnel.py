@@ -233,20 +233,14 @@ class Tunnel:
         )
 
     async def _splice(self, up: Opened, splice: Any, send: Send, offered: Sequence[str]) -> Outcome:
-        chosen = up.subprotocol if up.subprotocol in offered else None
-        accept = {
-            "type": "websocket.accept",
-            "subprotocol": chosen,
-            "headers": response_headers(up.response_headers),
-        }
         try:
-            await send(accept)
-        except (*_CLIENT_GONE, RuntimeError):
-            close_before_splice(up, _close.GOING_AWAY)
-            return Outcome.CLIENT_ABORT
+            accepted = await _accept(send, up.subprotocol, up.response_headers, offered)
         except BaseException:
             up.abort()
             raise
+        if not accepted:
+            close_before_splice(up, _close.GOING_AWAY)
+            return Outcome.CLIENT_ABORT
         relay = Splice(
             max_size=self.max_size,
             close_timeout=self.close_timeout,
@@ -270,22 +264,14 @@ class Tunnel:
         send: Send,
         offered: Sequence[str],
     ) -> Outcome:
-        chosen = up.subprotocol if up.subprotocol in offered else None
-        accept = {
-            "type": "websocket.accept",
-            "subprotocol": chosen,
-            "headers": response_headers(up.response_headers),
-        }
         try:
-            await send(accept)
-        except (*_CLIENT_GONE, RuntimeError):
-            # The client left while the upstream was being connected (older uvicorn reports
-            # that as a RuntimeError about the unexpected accept).
-            await _close_upstream(up, _close.GOING_AWAY, "")
-            return Outcome.CLIENT_ABORT
+            accepted = await _accept(send, up.subprotocol, up.response_headers, offered)
         except BaseException:
             await up.aborted()
             raise
+        if not accepted:
+            await _close_upstream(up, _close.GOING_AWAY, "")
+            return Outcome.CLIENT_ABORT
         try:
             return await _Relay(up, receive, send, self.max_size).run()
         except BaseException:  # cancelled (or a bug): drop the upstream, leave nothing running
@@ -402,6 +388,26 @@ class _Relay:
     async def _close_client(self, code: int, reason: str) -> None:
         with contextlib.suppress(*_CLIENT_GONE):
             await self.send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+async def _accept(
+    send: Send, subprotocol: str | None, headers: Sequence[tuple[str, str]], offered: Sequence[str]
+) -> bool:
+    """Accept the client with the upstream's subprotocol; ``False`` if the client has left.
+
+    A client that left while the upstream was being connected shows as an error of the
+    server's ``send`` (older uvicorn: a RuntimeError about the unexpected accept).
+    """
+    accept = {
+        "type": "websocket.accept",
+        "subprotocol": subprotocol if subprotocol in offered else None,
+        "headers": response_headers(headers),
+    }
+    try:
+        await send(accept)
+    except (*_CLIENT_GONE, RuntimeError):
+        return False
+    return True
 
 
 def _size(data: str | bytes) -> int:
