@@ -100,7 +100,7 @@ class _Hop(asyncio.Protocol):
             for event in self.scanner.feed(data):
                 if isinstance(event, bytes):
                     # After our close to the other hop, only the rest of a frame in flight.
-                    if not other.close_sent or other.pending:
+                    if not other.gone and (not other.close_sent or other.pending):
                         other.transport.write(event)
                 else:
                     self.splice.event(self, event)
@@ -305,6 +305,8 @@ class Splice:
             self.upstream_close(_close.INTERNAL_ERROR, "")
 
     def lost(self, hop: _Hop) -> None:
+        if not hop.other.gone:  # it may have been paused for us: its close must be read
+            hop.other.transport.resume_reading()
         if not hop.close_sent and not hop.close_received:  # lost without a closing handshake
             if hop.upstream:
                 self.client_close(_close.BAD_GATEWAY, _close.BAD_GATEWAY_REASON)
