@@ -45,9 +45,16 @@ class Upstream:
     code and reason the upstream got, once per connection.
     """
 
-    def __init__(self, *, subprotocols: Sequence[str] | None = None, max_size: int | None = None):
+    def __init__(
+        self,
+        *,
+        subprotocols: Sequence[str] | None = None,
+        max_size: int | None = None,
+        ssl: Any = None,
+    ):
         self.subprotocols = subprotocols
         self.max_size = max_size
+        self.ssl = ssl
         self.seen: list[dict[str, Any]] = []
         self.closes: asyncio.Queue[tuple[int | None, str]] = asyncio.Queue()
         self.refuse: tuple[int, list[tuple[str, str]], bytes] | None = None
@@ -63,7 +70,7 @@ class Upstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> Upstream:
         kwargs: dict[str, Any] = {
@@ -71,6 +78,8 @@ class Upstream:
             "max_size": self.max_size,
             "process_request": self._process_request,
         }
+        if self.ssl is not None:
+            kwargs["ssl"] = self.ssl
         self.server = await _serve(self._handler, "127.0.0.1", 0, **kwargs)
         self.port = next(iter(self.server.sockets)).getsockname()[1]
         return self

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
 
 import pytest
 from frp_testing import run_server, unused_port
@@ -363,3 +366,52 @@ async def test_client_leaving_during_upstream_handshake(proxy, upstream):
     finished = await proxy.finished()
     assert finished["error"] is None
     assert finished["tasks"] == []
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (key file, certificate file)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is not installed")
+    d = tmp_path_factory.mktemp("tls")
+    key, crt = d / "key.pem", d / "cert.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(crt), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return str(key), str(crt)
+
+
+async def test_tls_upstream(proxy, make_upstream, ws_client, certificate):
+    key, crt = certificate
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(crt, key)
+    async with make_upstream(ssl=server_ctx) as up:
+        proxy.state["upstream"] = up.url  # https://: the upstream hop is wss
+        proxy.options["ssl"] = ssl.create_default_context(cafile=crt)
+        ws = await ws_client(proxy.ws_url + "/secure")
+        await ws.send("over TLS")
+        assert await ws.recv() == "over TLS"
+        await ws.send(b"\x01" * (300 * 1024))  # a frame longer than one TLS record
+        assert await ws.recv() == b"\x01" * (300 * 1024)
+        await ws.close(4000, "done")
+        assert await up.closes.get() == (4000, "done")
+        assert up.seen[0]["path"] == "/secure"
+
+
+async def test_untrusted_tls_upstream_is_502_without_details(
+    proxy, make_upstream, ws_client, certificate
+):
+    key, crt = certificate
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(crt, key)
+    async with make_upstream(ssl=server_ctx) as up:
+        proxy.state["upstream"] = up.url  # the default context does not trust the certificate
+        with pytest.raises(HandshakeRefused) as info:
+            await ws_client(proxy.ws_url + "/")
+        assert info.value.status == 502
+        assert b"certificate" not in info.value.body.lower()
+        assert b"127.0.0.1" not in info.value.body
