@@ -415,3 +415,42 @@ async def test_untrusted_tls_upstream_is_502_without_details(
         assert info.value.status == 502
         assert b"certificate" not in info.value.body.lower()
         assert b"127.0.0.1" not in info.value.body
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: wrong\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n" + b"X-Filler: " + b"a" * 200_000 + b"\r\n\r\n",
+    ],
+    ids=["not-http", "wrong-accept", "endless-head"],
+)
+async def test_invalid_upstream_answer_is_502(proxy, ws_client, answer):
+    hung_up: asyncio.Queue[None] = asyncio.Queue()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+            await reader.read()  # until the proxy hangs up
+        except OSError:
+            pass
+        finally:
+            writer.close()
+            hung_up.put_nowait(None)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    proxy.state["upstream"] = f"http://127.0.0.1:{port}"
+    try:
+        with pytest.raises(HandshakeRefused) as info:
+            await asyncio.wait_for(ws_client(proxy.ws_url + "/"), 10)  # not the 10 s timeout
+        assert info.value.status == 502
+        assert str(port).encode() not in info.value.body
+        await asyncio.wait_for(hung_up.get(), 10)  # the proxy dropped the connection
+    finally:
+        server.close()
+        await server.wait_closed()

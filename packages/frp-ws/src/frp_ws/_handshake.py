@@ -26,7 +26,8 @@ from ._compat import HandshakeRefused
 __all__ = ["Opened", "open_upstream"]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_MAX_HEAD = 64 * 1024
+_MAX_HEAD = 64 * 1024  # response headers, in bytes
+_MAX_HEADERS = 256
 _MAX_BODY = 64 * 1024
 
 
@@ -63,6 +64,8 @@ class _Handshake(asyncio.Protocol):
         self.size = 0
         self.body: list[bytes] = []
         self.body_size = 0
+        self.headers_done = False
+        self.head_size = 0
         self.after: list[bytes] = []  # frames that came after the 101
         self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.lost = False
@@ -92,12 +95,15 @@ class _Handshake(asyncio.Protocol):
             self._fail(ConnectError())
             return
         if not self.done.done() and self.size > _MAX_HEAD + _MAX_BODY:
-            self._finish(self.parser.get_status_code())
+            if self.headers_done:  # a refusal with a long body: what was kept is enough
+                self._finish(self.parser.get_status_code())
+            else:
+                self._fail(ConnectError("upstream handshake response too large"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         if not self.done.done():
-            status = self.parser.get_status_code() if self.headers else 0
+            status = self.parser.get_status_code() if self.headers_done else 0
             if status and status != 101:  # a refusal whose body ends with the connection
                 self._finish(status)
             else:
@@ -105,7 +111,13 @@ class _Handshake(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value)
+        if self.head_size > _MAX_HEAD or len(self.headers) >= _MAX_HEADERS:
+            self._fail(ConnectError("upstream handshake response headers too large"))
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = not self.done.done()
 
     def on_body(self, body: bytes) -> None:
         if self.body_size < _MAX_BODY:
