@@ -301,5 +301,7 @@ async def _open(url: str, kwargs: dict[str, Any]) -> Any:
         raise ConnectTimeout() from None
     except _Redirected as exc:  # legacy only; the exact 3xx status is not known there
         raise HandshakeRefused(302, [("Location", exc.location)], b"") from None
-    except (OSError, _exc.WebSocketException):
+    except (OSError, EOFError, ValueError, _exc.WebSocketException):
+        # Some versions (13.1) let the HTTP parser's ValueError or EOFError out for an answer
+        # that is not HTTP/1.1 at all: an invalid upstream, 502 like any other.
         raise ConnectError() from None
