@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import pathlib
+import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 
-__all__ = ["ServerThread", "listening_socket", "run_server", "unused_port", "websocket_echo"]
+__all__ = [
+    "ServerThread",
+    "listening_socket",
+    "run_server",
+    "self_signed_certificate",
+    "unused_port",
+    "websocket_echo",
+]
 
 
 def listening_socket() -> socket.socket:
@@ -30,6 +40,21 @@ def listening_socket() -> socket.socket:
     sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+def self_signed_certificate(directory: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path] | None:
+    """A key and certificate for localhost/127.0.0.1 in ``directory``; None without openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return None
+    key, crt = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(crt), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return key, crt
 
 
 def unused_port() -> int:

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
-import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from frp_testing import run_server
+from frp_testing import run_server, self_signed_certificate
 
 import frp_core
 from frp_core._config import Timeouts
@@ -36,18 +34,10 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, pathlib.Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
+    made = self_signed_certificate(tmp_path_factory.mktemp("tls"))
+    if made is None:
         pytest.skip("the openssl command is not installed")
-    d = tmp_path_factory.mktemp("tls")
-    key, crt = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(crt), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return key, crt
+    return made
 
 
 @pytest.fixture(scope="module")

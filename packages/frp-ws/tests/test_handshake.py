@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 
 import pytest
-from frp_testing import run_server, unused_port
+from frp_testing import run_server, self_signed_certificate, unused_port
 
 from frp_core._routing import Outcome
 from frp_ws import WebSocketProxy
@@ -371,17 +369,10 @@ async def test_client_leaving_during_upstream_handshake(proxy, upstream):
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """A self-signed certificate for 127.0.0.1 (key file, certificate file)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
+    made = self_signed_certificate(tmp_path_factory.mktemp("tls"))
+    if made is None:
         pytest.skip("the openssl command is not installed")
-    d = tmp_path_factory.mktemp("tls")
-    key, crt = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(crt), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    key, crt = made
     return str(key), str(crt)
 
 
