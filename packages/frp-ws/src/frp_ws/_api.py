@@ -7,8 +7,9 @@ from typing import Any
 
 from frp_core._headers import TrustedProxies
 
+from ._relay import Receive, Send
 from ._request import HeaderInput
-from ._tunnel import DEFAULT_MAX_SIZE, Receive, Scope, Send, Target, Tunnel
+from ._tunnel import DEFAULT_MAX_SIZE, Scope, Target, Tunnel
 
 __all__ = ["WebSocketProxy", "proxy_pass_websocket"]
 

@@ -1,23 +1,21 @@
-"""The WebSocket tunnel: deferred negotiation, then two relays until either side ends."""
+"""The WebSocket tunnel: deferred negotiation, then the splice or the message relay."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import sys
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Iterable, MutableMapping, Sequence
 from typing import Any
-
-from starlette.websockets import WebSocketDisconnect
 
 from frp_core._errors import ConnectError, UpstreamError
 from frp_core._headers import NO_TRUSTED_PROXIES, TrustedProxies
 from frp_core._routing import Outcome, Router, Upstreams
 
 from . import _close
-from ._compat import CLOSED, HandshakeRefused, UpstreamConnection, closed, connect
+from ._compat import HandshakeRefused, UpstreamConnection, connect
 from ._handshake import Opened, open_upstream
+from ._relay import CLIENT_GONE, Receive, Relay, Send, close_upstream
 from ._request import (
     HeaderInput,
     offers_deflate,
@@ -34,15 +32,11 @@ __all__ = ["DEFAULT_MAX_SIZE", "Tunnel", "tunnel"]
 logger = logging.getLogger("frp_ws")
 
 Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 Target = str | Upstreams | Router
 
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 _MAX_ATTEMPTS = 32  # a bound on failover, whatever ``Upstreams.pick`` says
 _RETRY_STATUSES = frozenset({502, 503, 504})
-_CLIENT_GONE = (OSError, WebSocketDisconnect)
 _COMPRESSION = ("auto", "deflate", None)
 
 
@@ -250,7 +244,7 @@ class Tunnel:
         client = splice["take"](relay.shutdown)
         if client is None:  # the client sent frames before our 101: not a WebSocket client
             close_before_splice(up, _close.GOING_AWAY)
-            with contextlib.suppress(*_CLIENT_GONE, RuntimeError):
+            with contextlib.suppress(*CLIENT_GONE, RuntimeError):
                 await send({"type": "websocket.close", "code": 1002})
             return Outcome.CLIENT_ABORT
         relay.start(client, up)
@@ -270,124 +264,13 @@ class Tunnel:
             await up.aborted()
             raise
         if not accepted:
-            await _close_upstream(up, _close.GOING_AWAY, "")
+            await close_upstream(up, _close.GOING_AWAY, "")
             return Outcome.CLIENT_ABORT
         try:
-            return await _Relay(up, receive, send, self.max_size).run()
+            return await Relay(up, receive, send, self.max_size).run()
         except BaseException:  # cancelled (or a bug): drop the upstream, leave nothing running
             await up.aborted()
             raise
-
-
-class _Ending:
-    """Why a pump stopped: ``side`` is "client", "upstream" or "too-big"."""
-
-    __slots__ = ("code", "reason", "sent_first", "side")
-
-    def __init__(
-        self, side: str, code: int | None = None, reason: str = "", sent_first: int | None = None
-    ) -> None:
-        self.side = side
-        self.code = code
-        self.reason = reason
-        self.sent_first = sent_first
-
-
-class _Relay:
-    """Two pumps, one message at a time each way, each send awaited (no queue of our own)."""
-
-    __slots__ = ("max_size", "receive", "send", "up")
-
-    def __init__(self, up: UpstreamConnection, receive: Receive, send: Send, max_size: int | None):
-        self.up = up
-        self.receive = receive
-        self.send = send
-        self.max_size = max_size
-
-    async def to_upstream(self) -> _Ending:
-        receive, send_up = self.receive, self.up.raw_send
-        limit = self.max_size if self.max_size is not None else sys.maxsize
-        # Only a message longer than limit // 4 characters can be over ``limit`` bytes (UTF-8
-        # needs at most 4 bytes a character): the exact size is computed only for those.
-        quarter = limit // 4
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.receive":
-                data: str | bytes | None = message.get("text")
-                if data is None:
-                    data = message.get("bytes")
-                    if data is None:
-                        data = b""
-                if len(data) > quarter and _size(data) > limit:
-                    return _Ending("too-big")
-                try:
-                    await send_up(data)
-                except CLOSED as exc:
-                    ended = closed(exc)
-                    return _Ending("upstream", ended.code, ended.reason, ended.sent_first)
-            elif message["type"] == "websocket.disconnect":
-                code = message.get("code", _close.NO_STATUS)
-                return _Ending("client", code, message.get("reason") or "")
-
-    async def to_client(self) -> _Ending:
-        send, recv_up = self.send, self.up.raw_recv
-        while True:
-            try:
-                data = await recv_up()
-            except CLOSED as exc:
-                ended = closed(exc)
-                return _Ending("upstream", ended.code, ended.reason, ended.sent_first)
-            try:
-                if isinstance(data, str):
-                    await send({"type": "websocket.send", "text": data})
-                else:
-                    await send({"type": "websocket.send", "bytes": data})
-            except _CLIENT_GONE:
-                return _Ending("client", _close.ABNORMAL)
-
-    async def run(self) -> Outcome:
-        pumps = (
-            asyncio.ensure_future(self.to_upstream()),
-            asyncio.ensure_future(self.to_client()),
-        )
-        try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pump in pumps:
-                pump.cancel()
-            results = await asyncio.gather(*pumps, return_exceptions=True)
-        endings: list[_Ending] = []
-        for result in results:
-            if isinstance(result, _Ending):
-                endings.append(result)
-            elif not isinstance(result, asyncio.CancelledError):
-                # A bug in a pump: close both sides, then let it propagate.
-                await self._close_client(_close.INTERNAL_ERROR, "")
-                await _close_upstream(self.up, _close.INTERNAL_ERROR, "")
-                raise result
-        # Both may have ended at once: the upstream's close frame is the better information.
-        ending = min(endings, key=lambda e: e.side != "upstream")
-        if ending.side == "upstream":
-            code, reason = _close.from_upstream(
-                ending.code, ending.reason, sent_first=ending.sent_first
-            )
-            return await self._upstream_ended(code, reason)
-        if ending.side == "too-big":
-            await self._close_client(_close.TOO_BIG, _close.TOO_BIG_REASON)
-            await _close_upstream(self.up, _close.TOO_BIG, _close.TOO_BIG_REASON)
-            return Outcome.SUCCESS
-        code, reason = _close.from_client(ending.code, ending.reason)
-        await _close_upstream(self.up, code, reason)
-        return Outcome.SUCCESS
-
-    async def _upstream_ended(self, code: int, reason: str) -> Outcome:
-        await self._close_client(code, reason)
-        await _close_upstream(self.up, _close.NORMAL, "")  # already closed: waits for the socket
-        return Outcome.RESET if code == _close.BAD_GATEWAY else Outcome.SUCCESS
-
-    async def _close_client(self, code: int, reason: str) -> None:
-        with contextlib.suppress(*_CLIENT_GONE):
-            await self.send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 async def _accept(
@@ -405,21 +288,9 @@ async def _accept(
     }
     try:
         await send(accept)
-    except (*_CLIENT_GONE, RuntimeError):
+    except (*CLIENT_GONE, RuntimeError):
         return False
     return True
-
-
-def _size(data: str | bytes) -> int:
-    return len(data.encode("utf-8")) if isinstance(data, str) else len(data)
-
-
-async def _close_upstream(up: UpstreamConnection, code: int, reason: str) -> None:
-    try:
-        await up.close(code, reason)
-    except Exception:  # the socket is unusable: drop it
-        logger.debug("upstream close failed; aborting", exc_info=True)
-        up.abort()
 
 
 async def _refuse(
@@ -445,7 +316,7 @@ async def _refuse(
             await send({"type": "websocket.http.response.body", "body": body})
         else:
             await send({"type": "websocket.close", "code": _close.refusal_close_code(status)})
-    except _CLIENT_GONE:
+    except CLIENT_GONE:
         pass
 
 
