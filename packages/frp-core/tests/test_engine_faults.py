@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -855,5 +856,117 @@ async def test_pool_wait_is_fifo() -> None:
             await asyncio.gather(*tasks)
             assert order == [b"1", b"2", b"3"]
             assert srv.connections == 1
+        finally:
+            await engine.aclose()
+
+
+# -- long Content-Length bodies, read past the parser into buffers that become the chunks ---
+
+LONG_READ = 64 * 1024
+
+
+async def serve_long_body(
+    srv: RawServer,
+    r: asyncio.StreamReader,
+    w: asyncio.StreamWriter,
+    body: bytes,
+    *,
+    then: bytes = b"",
+    cut_at: int | None = None,
+) -> None:
+    """Answer with ``body`` in odd-sized writes (reads end anywhere), then ``then``; with
+    ``cut_at``, close the connection after that many body bytes.  A second request on the
+    connection is answered ``ok``."""
+    await srv.read_request(r)
+    w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+    sent = body if cut_at is None else body[:cut_at]
+    for i in range(0, len(sent), 77_777):
+        w.write(sent[i : i + 77_777])
+        await w.drain()
+    if cut_at is not None:
+        return
+    w.write(then)
+    if await srv.read_request(r) is not None:
+        w.write(OK)
+    await srv.wait_eof(r)
+
+
+def random_bytes(n: int) -> bytes:
+    return random.Random(n).randbytes(n)
+
+
+async def test_long_body_is_intact_kept_chunks_stay_intact_and_connection_is_reused() -> None:
+    engine = Engine(read_size=LONG_READ)
+    body = random_bytes(20 * LONG_READ + 123)
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await serve_long_body(srv, r, w, body)
+
+    async with RawServer(handler) as srv:
+        o = srv.origin
+        try:
+            resp = await engine.request(o, b"GET", b"/", hdrs(o), b"", None, T)
+            chunks = []
+            for _ in range(10_000):
+                chunk = await resp.receive()
+                if not chunk:
+                    break
+                chunks.append(chunk)  # kept: a kept chunk must never be read into again
+            await resp.aclose()
+            assert b"".join(chunks) == body
+            # most of it went past the parser: the read buffers themselves were handed out
+            assert sum(type(c) is bytearray for c in chunks) >= 10
+            again = await engine.request(o, b"GET", b"/", hdrs(o), b"", None, T)
+            assert await read_all(again) == b"ok"
+            assert srv.connections == 1  # the parser was replaced: the connection stays usable
+        finally:
+            await engine.aclose()
+
+
+async def test_long_body_cut_short_raises_never_ends_cleanly() -> None:
+    engine = Engine(read_size=LONG_READ)
+    body = random_bytes(20 * LONG_READ)
+    cut = 7 * LONG_READ + 5
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await serve_long_body(srv, r, w, body, cut_at=cut)
+
+    async with RawServer(handler) as srv:
+        o = srv.origin
+        try:
+            resp = await engine.request(o, b"GET", b"/", hdrs(o), b"", None, T)
+            received = []
+
+            async def drain() -> None:
+                for _ in range(10_000):
+                    chunk = await resp.receive()
+                    assert chunk, "an incomplete body must not end with b''"
+                    received.append(chunk)
+
+            with pytest.raises(RemoteProtocolError):
+                await drain()
+            await resp.aclose()
+            assert b"".join(received) == body[:cut]
+            assert engine.stats()["open"] == 0
+        finally:
+            await engine.aclose()
+
+
+async def test_bytes_after_a_long_body_discard_the_connection() -> None:
+    engine = Engine(read_size=LONG_READ)
+    body = random_bytes(3 * LONG_READ + 1)
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await serve_long_body(srv, r, w, body, then=b"garbage")
+
+    async with RawServer(handler) as srv:
+        o = srv.origin
+        try:
+            resp = await engine.request(o, b"GET", b"/", hdrs(o), b"", None, T)
+            assert await read_all(resp) == body  # the body ends at its length
+            # the garbage then arrives on the idle connection, which is closed for it
+            await asyncio.wait_for(srv.eof.wait(), 5)
+            assert engine.stats()["open"] == 0
+            assert srv.requests[1:] == []  # never used again
         finally:
             await engine.aclose()

@@ -8,6 +8,7 @@ from ._errors import RemoteProtocolError
 from ._headers import Headers
 
 if TYPE_CHECKING:
+    from ._buffers import Chunk
     from ._connection import Connection
 
 __all__ = ["UpstreamResponse"]
@@ -62,8 +63,11 @@ class UpstreamResponse:
     def __repr__(self) -> str:
         return f"<UpstreamResponse {self.status} {self.reason.decode('latin-1')}>"
 
-    async def receive(self) -> bytes:
+    async def receive(self) -> Chunk:
         """The next body chunk (up to ``read_size`` bytes); ``b""`` once the body is complete.
+
+        A long ``Content-Length`` body comes mostly as ``bytearray`` chunks: the buffers it was
+        read into (see :class:`~frp_core._buffers.ReadBuffers`).
 
         Raises ``ReadTimeout`` when nothing arrives for ``timeouts.read`` seconds, and
         ``RemoteProtocolError`` when the body is truncated or malformed: an incomplete body

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 
 from ._body import UpstreamResponse
+from ._buffers import Chunk, ReadBuffers
 from ._errors import (
     ReadTimeout,
     RemoteProtocolError,
@@ -52,7 +53,10 @@ class Connection(asyncio.BufferedProtocol):
     A ``BufferedProtocol``: the transport reads (up to ``read_size`` bytes at once) straight
     into a buffer shared by every connection of the engine (``get_buffer`` and
     ``buffer_updated`` run back to back, and the parser copies the body out), so a read costs
-    one copy and no per-connection buffer.
+    one copy and no per-connection buffer.  While at least ``read_size`` bytes of a
+    ``Content-Length`` body are still to come, reads go instead into a buffer lent by
+    :class:`~frp_core._buffers.ReadBuffers`, which becomes the body chunk as it is: no copy
+    at all, and the parser, which no longer sees those bytes, is replaced at the body's end.
     """
 
     __slots__ = (
@@ -61,6 +65,7 @@ class Connection(asyncio.BufferedProtocol):
         "_body_iter",
         "_buf",
         "_buffered",
+        "_bypass",
         "_cl",
         "_complete",
         "_deadline",
@@ -75,6 +80,8 @@ class Connection(asyncio.BufferedProtocol):
         "_is_head",
         "_keep_alive",
         "_kept",
+        "_left",
+        "_lent",
         "_low",
         "_queued",
         "_read_to",
@@ -90,6 +97,7 @@ class Connection(asyncio.BufferedProtocol):
         "_write_paused",
         "_write_to",
         "_writer",
+        "buffers",
         "closed",
         "discarded",
         "idle_since",
@@ -104,11 +112,11 @@ class Connection(asyncio.BufferedProtocol):
         "transport",
     )
 
-    def __init__(
-        self, pool: _Pool, loop: asyncio.AbstractEventLoop, read_size: int, rbuf: memoryview
-    ) -> None:
+    def __init__(self, pool: _Pool, loop: asyncio.AbstractEventLoop, buffers: ReadBuffers) -> None:
         self.pool = pool
-        self.rbuf = rbuf
+        self.buffers = buffers
+        self.rbuf = buffers.shared
+        read_size = buffers.size
         self.stats: _Stats = pool.stats
         self.loop = loop
         self.read_size = read_size
@@ -132,7 +140,7 @@ class Connection(asyncio.BufferedProtocol):
         self._deadline: float | None = None
         self._deadline_exc: type[UpstreamError] = ReadTimeout
         self._active = False
-        self._buf: list[bytes] = []
+        self._buf: list[Chunk] = []
         self._buffered = 0
         self._writer: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
@@ -154,6 +162,10 @@ class Connection(asyncio.BufferedProtocol):
         self._reason = b""
         self._cl: int | None = None
         self._te: bytes | None = None
+        #: body bytes still to come (a ``Content-Length`` body), and the buffer lent for a read
+        self._left = 0
+        self._lent: tuple[bytearray, memoryview] | None = None
+        self._bypass = False  # this body's reads go past the parser (see ``get_buffer``)
         self._read_to: float | None = None
         self._write_to: float | None = None
 
@@ -169,10 +181,38 @@ class Connection(asyncio.BufferedProtocol):
         transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        left = self._left
+        if left and (self._bypass or (left >= self.read_size and self.buffers.direct)):
+            # the rest of this body is read past the parser (which is replaced at its end)
+            self._bypass = True
+            lent = self._lent = self.buffers.lend()
+            return lent[1] if left >= self.read_size else lent[1][:left]
+        self._lent = None
         return self.rbuf
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self.rbuf[:nbytes])
+        lent = self._lent
+        if lent is None:
+            self.data_received(self.rbuf[:nbytes])
+            return
+        self._lent = None
+        if not self._active:
+            self.discard()
+            return
+        self._rx = True
+        buf, view = lent
+        chunk = buf if nbytes == len(buf) else bytes(view[:nbytes])
+        self._left -= nbytes
+        self._buf.append(chunk)
+        self._buffered += nbytes
+        if self._left:
+            if self._waiter is not None:
+                self._wake()
+        else:  # the parser still expects the body it did not see: a new one for the next
+            self._bypass = False
+            self.parser = _ResponseParser(self)
+            self.on_message_complete()
+        self._after_read()
 
     def data_received(self, data: bytes | memoryview) -> None:
         if not self._active:  # bytes nobody asked for: the connection is out of sync
@@ -193,6 +233,9 @@ class Connection(asyncio.BufferedProtocol):
             self.fail(RemoteProtocolError(msg, request_sent=True))
         if self._resp is None and self._head_size > MAX_HEAD and self._error is None:
             self.fail(RemoteProtocolError("response head too large", request_sent=True))
+        self._after_read()
+
+    def _after_read(self) -> None:
         n = self._buffered
         if n > self._high and not self._reading_paused and not self.discarded:
             self._reading_paused = True
@@ -272,6 +315,7 @@ class Connection(asyncio.BufferedProtocol):
             has_body = status != 204 and status != 304
             keep_alive = p.should_keep_alive()
         self._keep_alive = keep_alive
+        self._left = self._cl if has_body and self._cl is not None else 0
         self._resp = UpstreamResponse(
             None, status, self._reason, version, self._headers, self._cl, has_body
         )
@@ -284,6 +328,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         self._buf.append(body)
         self._buffered += len(body)
+        self._left -= len(body)
         if self._waiter is not None:
             self._wake()
 
@@ -437,7 +482,7 @@ class Connection(asyncio.BufferedProtocol):
                 w.cancel()
                 await asyncio.wait((w,))
 
-    def _take(self) -> bytes:
+    def _take(self) -> Chunk:
         buf = self._buf
         rs = self.read_size
         first = buf[0]
@@ -494,6 +539,8 @@ class Connection(asyncio.BufferedProtocol):
             self._writer = None
             self._kept = None
             self._body_iter = None
+            self._left = 0
+            self._bypass = False
             if self._buf:
                 self._buf = []
                 self._buffered = 0

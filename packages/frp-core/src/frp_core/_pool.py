@@ -16,6 +16,7 @@ import ssl
 from collections.abc import AsyncIterable
 
 from ._body import UpstreamResponse
+from ._buffers import ReadBuffers
 from ._burst import WriteBurst
 from ._config import Limits, Timeouts
 from ._connection import Connection
@@ -182,8 +183,8 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._burst: WriteBurst | None = None
         self._stats = _Stats()
-        #: the read buffer every connection shares (see ``Connection``)
-        self._rbuf = memoryview(bytearray(read_size))
+        #: the read buffers every connection shares (see ``Connection``)
+        self._buffers = ReadBuffers(read_size)
 
     # ----------------------------------------------------------------- public API
 
@@ -329,7 +330,7 @@ class Engine:
     async def _connect(self, pool: _Pool, timeouts: Timeouts) -> Connection:
         """Open a connection; the caller reserved the slot (``pool.open``) for it."""
         origin = pool.origin
-        conn = Connection(pool, pool.loop, self.read_size, self._rbuf)
+        conn = Connection(pool, pool.loop, self._buffers)
         ctx = None
         if origin.scheme == "https":
             ctx = self._ssl
