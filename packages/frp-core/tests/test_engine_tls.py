@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from frp_core_kit import read_all
 from frp_testing import run_server, self_signed_certificate
 
 import frp_core
@@ -23,10 +24,14 @@ from frp_core._pool import Engine
 T = Timeouts(5.0, 5.0, 5.0, 5.0)
 
 
+#: A long body, not a repeated byte: a piece handed out twice or out of order would show.
+BIG = b"".join(b"%08d" % i for i in range(3 * 1024 * 1024 // 8 + 1))
+
+
 async def app(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    body = scope["scheme"].encode()
+    body = BIG if scope["path"] == "/big" else scope["scheme"].encode()
     headers = [(b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -61,6 +66,23 @@ async def test_https_request_with_a_trusted_certificate(
             assert await resp.receive() == b"https"
             assert await resp.receive() == b""
             await resp.aclose()
+        assert engine.stats()["created"] == 1
+    finally:
+        await engine.aclose()
+
+
+async def test_long_https_body_is_intact_and_the_connection_reused(
+    tls_url: str, cert: tuple[pathlib.Path, pathlib.Path]
+) -> None:
+    # read past the parser into the chunks over TLS too, then the connection is used again
+    engine = Engine(ssl_context=ssl.create_default_context(cafile=str(cert[1])), read_size=65536)
+    o = Origin.parse(tls_url)
+    h = [(b"host", o.host_header)]
+    try:
+        resp = await engine.request(o, b"GET", b"/big", h, b"", None, T)
+        assert await read_all(resp) == BIG
+        resp = await engine.request(o, b"GET", b"/", h, b"", None, T)
+        assert await read_all(resp) == b"https"
         assert engine.stats()["created"] == 1
     finally:
         await engine.aclose()
