@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable
 from typing import Protocol
 
+from ._buffers import Chunk
 from ._config import Timeouts
 from ._headers import Headers
 from ._origin import Origin
@@ -34,7 +35,9 @@ class UpstreamResponse(Protocol):
     content_length: int | None
     has_body: bool
 
-    async def receive(self) -> bytes: ...
+    async def receive(self) -> Chunk:
+        """The next body chunk; ``b""`` once the body is complete."""
+        ...
 
     async def aclose(self) -> None: ...
 
