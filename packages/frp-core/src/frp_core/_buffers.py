@@ -32,8 +32,10 @@ class ReadBuffers:
         self.size = size
         self.shared = memoryview(bytearray(size))
         self._spare: list[_Entry] = []
-        #: whether long bodies are read into buffers of their own (CPython only)
-        self.direct = sys.implementation.name == "cpython"
+        #: whether long bodies are read into buffers of their own: CPython with its GIL only,
+        #: where a reference count is exact (not the free-threaded build's deferred counts)
+        gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+        self.direct = sys.implementation.name == "cpython" and gil
         #: the reference count of a spare buffer nobody else refers to
         self._unused = _refs(_entry(1))
 
