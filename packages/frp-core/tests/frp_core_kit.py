@@ -84,8 +84,8 @@ async def read_head(reader: asyncio.StreamReader) -> bytes:
     return await reader.readuntil(b"\r\n\r\n")
 
 
-async def read_all(resp: Any) -> bytes:
-    """The whole body of an engine response (an ``UpstreamResponse``), then ``aclose``."""
+async def read_chunks(resp: Any) -> list[bytes | bytearray]:
+    """The body chunks of an engine response (an ``UpstreamResponse``), kept, then ``aclose``."""
     parts = []
     try:
         for _ in range(1_000_000):
@@ -95,4 +95,9 @@ async def read_all(resp: Any) -> bytes:
             parts.append(chunk)
     finally:
         await resp.aclose()
-    return b"".join(parts)
+    return parts
+
+
+async def read_all(resp: Any) -> bytes:
+    """The whole body of an engine response (an ``UpstreamResponse``), then ``aclose``."""
+    return b"".join(await read_chunks(resp))

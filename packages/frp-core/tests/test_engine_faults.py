@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from frp_core_kit import read_all
+from frp_core_kit import read_all, read_chunks
 from frp_testing import unused_port
 
 from frp_core._config import Limits, Timeouts
@@ -814,13 +814,7 @@ async def test_small_pieces_are_joined_up_to_read_size() -> None:
         o = srv.origin
         try:
             resp = await engine.request(o, b"GET", b"/", hdrs(o), b"", None, T)
-            sizes = []
-            for _ in range(2000):
-                chunk = await resp.receive()
-                if not chunk:
-                    break
-                sizes.append(len(chunk))
-            await resp.aclose()
+            sizes = [len(chunk) for chunk in await read_chunks(resp)]
             assert sum(sizes) == 1500
             assert max(sizes) <= 1000
             assert len(sizes) < 100  # not one chunk per one-byte piece
@@ -906,13 +900,7 @@ async def test_long_body_is_intact_kept_chunks_stay_intact_and_connection_is_reu
         o = srv.origin
         try:
             resp = await engine.request(o, b"GET", b"/", hdrs(o), b"", None, T)
-            chunks = []
-            for _ in range(10_000):
-                chunk = await resp.receive()
-                if not chunk:
-                    break
-                chunks.append(chunk)  # kept: a kept chunk must never be read into again
-            await resp.aclose()
+            chunks = await read_chunks(resp)  # kept: a kept chunk must never be read into again
             assert b"".join(chunks) == body
             # most of it went past the parser: the read buffers themselves were handed out
             assert sum(type(c) is bytearray for c in chunks) >= 10
