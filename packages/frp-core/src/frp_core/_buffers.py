@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["Chunk", "ReadBuffers"]
+__all__ = ["Chunk", "Lent", "ReadBuffers"]
 
 #: A response body chunk: ``bytes``, or a lent buffer handed out as it is.
 Chunk = bytes | bytearray
@@ -20,7 +20,8 @@ Chunk = bytes | bytearray
 #: Spare body buffers an engine keeps for reuse (each ``read_size`` bytes).
 MAX_SPARE = 4
 
-_Entry = tuple[bytearray, memoryview]
+#: A lent buffer, and a view of it to read into.
+Lent = tuple[bytearray, memoryview]
 
 
 class ReadBuffers:
@@ -31,7 +32,7 @@ class ReadBuffers:
     def __init__(self, size: int) -> None:
         self.size = size
         self.shared = memoryview(bytearray(size))
-        self._spare: list[_Entry] = []
+        self._spare: list[Lent] = []
         #: whether long bodies are read into buffers of their own: CPython with its GIL only,
         #: where a reference count is exact (not the free-threaded build's deferred counts)
         gil = getattr(sys, "_is_gil_enabled", lambda: True)()
@@ -39,7 +40,7 @@ class ReadBuffers:
         #: the reference count of a spare buffer nobody else refers to
         self._unused = _refs(_entry(1))
 
-    def lend(self) -> _Entry:
+    def lend(self) -> Lent:
         """A buffer of ``size`` bytes that nothing else refers to, and a view of it."""
         unused = self._unused
         for entry in self._spare:
@@ -51,10 +52,10 @@ class ReadBuffers:
         return entry
 
 
-def _entry(size: int) -> _Entry:
+def _entry(size: int) -> Lent:
     buf = bytearray(size)
     return buf, memoryview(buf)
 
 
-def _refs(entry: _Entry) -> int:
+def _refs(entry: Lent) -> int:
     return sys.getrefcount(entry[0])

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 
 from ._body import UpstreamResponse
-from ._buffers import Chunk, ReadBuffers
+from ._buffers import Chunk, Lent, ReadBuffers
 from ._errors import (
     ReadTimeout,
     RemoteProtocolError,
@@ -164,7 +164,7 @@ class Connection(asyncio.BufferedProtocol):
         self._te: bytes | None = None
         #: body bytes still to come (a ``Content-Length`` body), and the buffer lent for a read
         self._left = 0
-        self._lent: tuple[bytearray, memoryview] | None = None
+        self._lent: Lent | None = None
         self._bypass = False  # this body's reads go past the parser (see ``get_buffer``)
         self._read_to: float | None = None
         self._write_to: float | None = None
@@ -201,14 +201,8 @@ class Connection(asyncio.BufferedProtocol):
             return
         self._rx = True
         buf, view = lent
-        chunk = buf if nbytes == len(buf) else bytes(view[:nbytes])
-        self._left -= nbytes
-        self._buf.append(chunk)
-        self._buffered += nbytes
-        if self._left:
-            if self._waiter is not None:
-                self._wake()
-        else:  # the parser still expects the body it did not see: a new one for the next
+        self.on_body(buf if nbytes == len(buf) else bytes(view[:nbytes]))
+        if not self._left:  # the parser still expects the body it did not see: a new one
             self._bypass = False
             self.parser = _ResponseParser(self)
             self.on_message_complete()
@@ -322,7 +316,7 @@ class Connection(asyncio.BufferedProtocol):
         self._headers = []  # chunked trailers (reported through on_header) land here: dropped
         self._wake()
 
-    def on_body(self, body: bytes) -> None:
+    def on_body(self, body: Chunk) -> None:
         if self._is_head:
             self._keep_alive = False
             return
