@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -254,6 +255,14 @@ async def test_connections_are_reused(server: Origin, engine: Engine) -> None:
     assert len(ports) == 1
     stats = engine.stats()
     assert (stats["created"], stats["reused"], stats["open"], stats["idle"]) == (1, 4, 1, 1)
+
+
+async def test_upstream_sockets_have_nodelay(server: Origin, engine: Engine) -> None:
+    """Small requests and responses are never held back by Nagle's algorithm."""
+    await get_json(engine, server)
+    (conn,) = engine._pools[server._key].conns
+    sock = conn.transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 async def test_pool_is_lifo(server: Origin, engine: Engine) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -57,6 +58,9 @@ async def scenario(url: str) -> None:
     try:
         resp = await engine.request(o, b"GET", b"/", h, b"", None, T)
         assert await read_all(resp) == hashlib.sha256(b"").hexdigest().encode()
+        (conn,) = engine._pools[o._key].conns  # no Nagle delay on small requests
+        sock = conn.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
         async def body() -> AsyncIterator[bytes]:
             for _ in range(4):

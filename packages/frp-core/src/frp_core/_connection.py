@@ -12,8 +12,6 @@ the connection not reusable.  Anything unexpected discards the connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -173,11 +171,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError, AttributeError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport = transport  # TCP_NODELAY is already set: asyncio and uvloop both do
         transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
 
     def get_buffer(self, sizehint: int) -> memoryview:
