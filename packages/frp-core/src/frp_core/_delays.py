@@ -39,15 +39,21 @@ class DelayQueue(Generic[T]):
         self.pending.pop(item, None)
 
     def _sweep(self) -> None:
+        # Only the due items are visited (no copy of the whole queue: with thousands of
+        # waiting items, a sweep per timer tick stays cheap); they fire after the scan, since
+        # firing may add or discard items.
         self.handle = None
         now = self.loop.time()
         pending = self.pending
-        for item, due in list(pending.items()):
+        due_items = []
+        for item, due in pending.items():
             if due > now:
                 self.handle = self.loop.call_at(due, self._sweep)
-                return
-            del pending[item]
-            self.fire(item)
+                break
+            due_items.append(item)
+        for item in due_items:
+            if pending.pop(item, None) is not None:  # not discarded by an earlier ``fire``
+                self.fire(item)
 
 
 class DelayQueues(Generic[T]):
