@@ -335,3 +335,36 @@ def test_encoded_controls_and_traversal_stay_encoded(
     assert [r.target for r in seen] == [target]
     assert not seen[0].header(b"x-injected")
     _assert_clean(seen[0])
+
+
+@pytest.mark.parametrize(
+    ("target", "forwarded"),
+    [
+        (b"http://other.example:1/x?q=1", b"/x?q=1"),
+        (b"HTTPS://other.example", b"/"),
+        (b"other.example:443", None),  # authority-form: CONNECT's, never proxied
+        (b"*", None),  # asterisk-form: OPTIONS about the server itself
+    ],
+)
+def test_absolute_form_forwards_its_path_never_its_authority(
+    proxy: Any, upstream: FaultServer, target: bytes, forwarded: bytes | None
+) -> None:
+    """RFC 9112 §3.2.2: a server accepts an absolute-form target; the proxy forwards its path
+    and query to the configured upstream (h11 hands the whole target to the app, httptools
+    the path alone).  Other forms are refused; nothing reaches the upstream as ``/http://``."""
+    before = len(upstream.requests)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n")
+        response = _read_response(sock, bytearray())
+    assert response is not None
+    status, _, body = response
+    seen = upstream.requests[before:]
+    # refused: by the proxy (400), by the server's parser (httptools: 400 for a target with
+    # no path), or by FastAPI (404: a route never matches "http://...")
+    if forwarded is None or status in (400, 404):
+        assert status in (400, 404)
+        assert seen == []
+        return
+    assert (status, body) == (200, OK_BODY)
+    assert [r.target for r in seen] == [forwarded]
+    assert seen[0].header(b"host") == [b"127.0.0.1:%d" % upstream.port]

@@ -107,11 +107,32 @@ MODES = {
     "trickle": "a normal 200 written one byte per `interval` seconds",
     "huge_headers": "a 1 MiB response header",
     "informational": "100 Continue and 103 Early Hints before the final 200",
+    "interim_with_body": "a 1xx response declaring a body (llhttp would read one)",
+    "status_600": "a final status outside 100-599 (no status class)",
+    "gzip_transfer_coding": "Transfer-Encoding: gzip with no chunked: still transfer-coded",
     "stream": "200 with `total` bytes of PATTERN, counting what it manages to send",
     "record": "read the whole request (or up to the peer's abort) and answer 200",
     "overlong": "a 5-byte Content-Length body followed by a second, unsolicited response",
     "close_reused": "answer the first request on a connection; close on the next (a keep-alive "
     "timeout firing as a request arrives)",
+}
+
+
+#: Modes that write fixed bytes, then keep the connection open until the proxy closes it.
+_CANNED = {
+    "bad_content_length": b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nhello",
+    "conflicting_content_length": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"
+    ),
+    "cl_and_te": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n"
+    ),
+    "bad_chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    "bad_status_line": b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+    "interim_with_body": b"HTTP/1.1 199 Odd\r\nContent-Length: 2\r\n\r\nok",
+    "status_600": b"HTTP/1.1 600 Beyond\r\nContent-Length: 2\r\n\r\nok",
+    "gzip_transfer_coding": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n\x1f\x8b\x08",
 }
 
 
@@ -350,29 +371,9 @@ class FaultServer:
             if mode == "chunked_reset":
                 _reset(writer)
             return False
-        if mode == "bad_content_length":
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nhello")
-            await writer.drain()
-            return await _linger(reader, conn)
-        if mode == "conflicting_content_length":
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")
-            await writer.drain()
-            return await _linger(reader, conn)
-        if mode == "cl_and_te":
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-                b"5\r\nhello\r\n0\r\n\r\n"
-            )
-            await writer.drain()
-            return await _linger(reader, conn)
-        if mode == "bad_chunk":
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
-            )
-            await writer.drain()
-            return await _linger(reader, conn)
-        if mode == "bad_status_line":
-            writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        canned = _CANNED.get(mode)
+        if canned is not None:
+            writer.write(canned)
             await writer.drain()
             return await _linger(reader, conn)
         if mode == "trickle":

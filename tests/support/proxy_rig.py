@@ -62,21 +62,27 @@ def proxy_app(upstream: Any, *, timeouts: Any = None, limits: Any = None, **extr
     return cls(upstream, **_options(cls, timeouts, limits), **extra)
 
 
-def route_app(upstream: Any, *, timeouts: Any = None, limits: Any = None) -> Any:
+def route_app(
+    upstream: Any, *, timeouts: Any = None, limits: Any = None, transport: Any = None
+) -> Any:
     """A FastAPI app whose catch-all route returns ``await proxy_pass(request, upstream)``.
 
     With ``limits`` (an ``httpx.Limits``), the app's lifespan calls
-    ``create_httpx_client(app, limits=...)`` as in the 0.4.0 Quick Start.
+    ``create_httpx_client(app, limits=...)`` as in the 0.4.0 Quick Start; with an httpx
+    ``transport``, the client it makes sends through httpx (frp-core's fallback path).
     """
     frp_core = core()
     options = _options(frp_core.proxy_pass, timeouts, None)
+    client_options = {
+        k: v for k, v in (("limits", limits), ("transport", transport)) if v is not None
+    }
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
-        if limits is None:
+        if not client_options:
             yield
             return
-        await frp_core.create_httpx_client(app, limits=limits)
+        await frp_core.create_httpx_client(app, **client_options)
         try:
             yield
         finally:

@@ -260,6 +260,51 @@ async def test_malformed_head(engine: Engine) -> None:
         assert engine.stats()["open"] == 0
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 199 Odd\r\nContent-Length: 2\r\n\r\nok",  # an interim response with a body
+        b"HTTP/1.1 103 Early Hints\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\nok",  # no such status class
+        b"HTTP/1.1 999 High\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzz",  # still transfer-coded
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nzz\r\n0\r\n\r\n",
+    ],
+)
+async def test_invalid_response_is_an_error_and_frees_its_connection(head: bytes) -> None:
+    """Refused like nginx (502 at the proxy), and the connection is closed: with a pool of
+    one, the next request to a sane answer still gets through."""
+    engine = Engine(limits=Limits(max_connections=1))
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await srv.read_request(r)
+        w.write(head if n == 1 else OK)
+        await srv.wait_eof(r)
+
+    try:
+        async with RawServer(handler) as srv:
+            with pytest.raises(RemoteProtocolError) as info:  # at the head: 502 at the proxy
+                await engine.request(srv.origin, b"GET", b"/", hdrs(srv.origin), b"", None, T)
+            assert info.value.request_sent
+            assert engine.stats()["open"] == 0
+            resp = await engine.request(srv.origin, b"GET", b"/", hdrs(srv.origin), b"", None, T)
+            assert await read_all(resp) == b"ok"
+    finally:
+        await engine.aclose()
+
+
+async def test_chunked_listed_once_per_field_is_still_chunked(engine: Engine) -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await srv.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+        await srv.wait_eof(r)
+
+    async with RawServer(handler) as srv:
+        resp = await engine.request(srv.origin, b"GET", b"/", hdrs(srv.origin), b"", None, T)
+        assert await read_all(resp) == b"ok"
+
+
 async def test_endless_response_head_is_refused(engine: Engine) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
         await srv.read_request(r)

@@ -132,3 +132,12 @@ def test_non_utf8_escapes_in_raw_tail_are_kept() -> None:
     for raw in [b"/x/%80", b"/x/file-%E9t%E9.txt", b"/x/a/%FF%FE", b"/x/%C3%A9%2F%zz"]:
         decoded_tail = unquote(raw.decode("ascii"))[2:]  # what "/x/{path:path}" captures
         assert build_target(_scope(raw), b"", decoded_tail, False) == raw[2:]
+
+
+def test_absolute_form_target_forwards_its_path_only() -> None:
+    """uvicorn's h11 server passes an absolute-form target whole: only its path goes on."""
+    assert build_target(_scope(b"http://other.example:1/x/%2F"), b"/p", None, True) == (b"/p/x/%2F")
+    assert build_target(_scope(b"https://other.example"), b"", None, True) == b"/"
+    for target in (b"other.example:443", b"*", b"x/y"):
+        with pytest.raises(BadRequest):
+            build_target(_scope(target), b"", None, True)

@@ -275,8 +275,8 @@ class Connection(asyncio.BufferedProtocol):
         name = name.lower()
         if name == b"content-length":
             self._cl = int(value)
-        elif name == b"transfer-encoding":
-            self._te = value
+        elif name == b"transfer-encoding":  # several fields form one list (RFC 9110 §5.3)
+            self._te = value if self._te is None else self._te + b"," + value
         self._headers.append((name, value.rstrip(b" \t")))
 
     def on_headers_complete(self) -> None:
@@ -285,9 +285,17 @@ class Connection(asyncio.BufferedProtocol):
             return
         p = self.parser
         status: int = p.get_status_code()
+        if status < 100 or status > 599:
+            self.fail(RemoteProtocolError("invalid response status", request_sent=True))
+            return
         if status < 200:
             if status == 101:
                 self.fail(RemoteProtocolError("upstream switched protocols", request_sent=True))
+                return
+            if self._cl or self._te is not None:
+                # an interim response ends with its head (RFC 9110 §15.2); llhttp would read
+                # a body for it
+                self.fail(RemoteProtocolError("interim response with a body", request_sent=True))
                 return
             self._interim = True  # 100 Continue, 102, 103 Early Hints: skipped
             self._headers = []
@@ -302,6 +310,10 @@ class Connection(asyncio.BufferedProtocol):
         else:
             has_body = status != 204 and status != 304
             keep_alive = p.should_keep_alive()
+            if has_body and self._te is not None and not _only_chunked(self._te):
+                # bytes still transfer-coded (gzip...) are not the content: nginx answers 502
+                self.fail(RemoteProtocolError("unsupported transfer coding", request_sent=True))
+                return
         self._keep_alive = keep_alive
         self._left = self._cl if has_body and self._cl is not None else 0
         self._resp = UpstreamResponse(
@@ -416,7 +428,7 @@ class Connection(asyncio.BufferedProtocol):
             self._keep_alive = False
         elif not self._complete:
             self._keep_alive = False
-            if exc is None and self._cl is None and not _chunked(self._te):
+            if exc is None and self._cl is None and self._te is None:
                 self._complete = True  # close-delimited body: EOF is its end
             else:
                 self._error = RemoteProtocolError(
@@ -549,8 +561,10 @@ class Connection(asyncio.BufferedProtocol):
         return self._error is not None or self.discarded
 
 
-def _chunked(te: bytes | None) -> bool:
-    return te is not None and te.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+def _only_chunked(te: bytes) -> bool:
+    """Whether ``chunked`` is the only transfer coding (empty list members ignored)."""
+    codings = [c for c in (c.strip().lower() for c in te.split(b",")) if c]
+    return codings == [b"chunked"]
 
 
 def _keep_alive(version: str, headers: Headers) -> bool:

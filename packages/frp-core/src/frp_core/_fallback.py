@@ -132,6 +132,9 @@ class HttpxSender:
             raise _map(exc, sent=True) from None
         except RuntimeError as exc:  # the client was closed
             raise err.ConnectError(request_sent=False) from exc
+        if not 200 <= response.status_code <= 599:  # no status class: refused like the engine
+            await response.aclose()
+            raise err.RemoteProtocolError("invalid response status", request_sent=True)
         return HttpxUpstreamResponse(response, method)
 
     async def aclose(self) -> None:

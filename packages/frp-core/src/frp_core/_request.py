@@ -25,6 +25,9 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 256
 #: Bytes that may not appear in a request-target: controls, space, DEL and non-ASCII.
 _UNSAFE_TARGET = re.compile(rb"[^\x21-\x7e]")
+#: The scheme and authority of an absolute-form request-target (RFC 9112 §3.2.2), which
+#: uvicorn's h11 server passes on in ``raw_path``; httptools passes the path alone.
+_ABSOLUTE_FORM = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 #: RFC 3986 pchar (unreserved, sub-delims, ":" "@") plus "/": kept verbatim in caller paths.
 _PATH_SAFE = frozenset(
@@ -169,6 +172,13 @@ def build_target(
     a request line.
     """
     raw: bytes = scope.get("raw_path") or _encode(scope.get("path") or "/", _PATH_SAFE)
+    if not raw.startswith(b"/"):
+        # absolute-form: forward its path (the authority never picks the upstream);
+        # authority-form (CONNECT) and asterisk-form (OPTIONS *) are not proxied
+        absolute = _ABSOLUTE_FORM.match(raw)
+        if absolute is None:
+            raise BadRequest("invalid request-target")
+        raw = raw[absolute.end() :] or b"/"
     if path is None:
         if strip_root:
             root = scope.get("root_path") or ""

@@ -120,9 +120,10 @@ async def _failed(
 ) -> UpstreamResponse:
     """No response head: decide between a replay on a fresh connection and an error."""
     err = conn._error
-    assert err is not None
     conn.discard()
     conn._active = False
+    if err is None:  # woken with neither a head nor an error: fail, never leak the connection
+        err = RemoteProtocolError("no response head from the upstream", request_sent=True)
     if (
         may_retry
         and conn._stale
