@@ -65,6 +65,21 @@ def test_unsafe_bytes_are_escaped():
     assert resource(scope(b"/a#b c\xff"), None, True) == "/a%23b%20c%FF"
 
 
+@pytest.mark.parametrize(
+    ("raw", "decoded", "forwarded"),
+    [
+        (b"/ws/a/x%3Fadmin=1", "/ws/a/x?admin=1", "/ws/a/x%3Fadmin=1"),
+        (b"/ws/a%2Fb/..%2f..%2fadmin", "/ws/a/b/../../admin", "/ws/a%2Fb/..%2f..%2fadmin"),
+        (b"/ws/%2541", "/ws/%41", "/ws/%2541"),
+    ],
+)
+def test_path_argument_equal_to_the_decoded_path_forwards_the_raw_bytes(raw, decoded, forwarded):
+    """The Quick Start passes ``path=`` the route's decoded path: the client's ``%3F``,
+    ``%2F`` and ``%25`` must not become a query, a traversal or a second decoding."""
+    s = dict(scope(raw, query=b"real=1"), path=decoded)
+    assert resource(s, decoded, True) == forwarded + "?real=1"
+
+
 def test_path_argument_overrides_and_joins_the_query():
     s = scope(b"/ignored", b"q=1")
     assert resource(s, "/chat/room 1", True) == "/chat/room%201?q=1"

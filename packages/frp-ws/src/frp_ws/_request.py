@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
 from frp_core._headers import TrustedProxies, forwarding_headers, strip_hop_by_hop, via_value
 from frp_core._origin import Origin
+from frp_core._request import encode_path, raw_tail
 
 RawHeaders = list[tuple[bytes, bytes]]
 HeaderInput = Mapping[str, str] | Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
@@ -54,11 +54,15 @@ def _escape(data: bytes) -> str:
 
 def resource(scope: Mapping[str, Any], path: str | None, forward_query: bool) -> str:
     """Path and query for the upstream: the client's raw bytes unless ``path`` overrides."""
+    raw = bytes(scope.get("raw_path") or str(scope.get("path", "/")).encode("utf-8"))
     if path is None:
-        raw = scope.get("raw_path") or str(scope.get("path", "/")).encode("utf-8")
-        target = _escape(bytes(raw))
+        target = _escape(raw)
     else:
-        target = quote(path, safe="/:@!$&'()*+,;=-._~%?")
+        # as frp-core does for HTTP: a caller path that is the decoded tail of the raw path
+        # (the Quick Start's ``path=f"/ws/{path}"``) forwards the client's bytes; any other is
+        # percent-encoded (never the decoded ``%2F``, ``..``, ``?`` of the client)
+        tail = raw_tail(raw, path) if path.startswith("/") else None
+        target = _escape(tail if tail is not None else encode_path(path))
     if not target.startswith("/"):
         target = "/" + target
     query = bytes(scope.get("query_string") or b"") if forward_query else b""

@@ -13,7 +13,7 @@ from frp_core._headers import NO_TRUSTED_PROXIES, TrustedProxies
 from frp_core._routing import Outcome, Router, Upstreams
 
 from . import _close
-from ._compat import HandshakeRefused, UpstreamConnection, connect
+from ._compat import HandshakeRefused, UpstreamConnection, connect, http_status
 from ._handshake import Opened, open_upstream
 from ._relay import CLIENT_GONE, Receive, Relay, Send, close_upstream
 from ._request import (
@@ -310,9 +310,10 @@ async def _refuse(
     headers.append((b"content-length", str(len(body)).encode()))
     try:
         if "websocket.http.response" in (scope.get("extensions") or {}):
-            await send(
-                {"type": "websocket.http.response.start", "status": status, "headers": headers}
-            )
+            # an HTTPStatus (an int): uvicorn's websockets-sansio server hands it to
+            # websockets' reject(), which reads ``.value`` on websockets 11 and 12
+            start = {"status": http_status(status), "headers": headers}
+            await send({"type": "websocket.http.response.start", **start})
             await send({"type": "websocket.http.response.body", "body": body})
         else:
             await send({"type": "websocket.close", "code": _close.refusal_close_code(status)})
