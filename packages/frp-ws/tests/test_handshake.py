@@ -235,6 +235,32 @@ async def test_silent_upstream_is_504(proxy, ws_client):
             writer.close()
 
 
+async def test_chunked_refusal_from_a_keep_alive_upstream(proxy, ws_client):
+    """A refusal whose body is chunked, from an upstream that keeps the connection open:
+    the client gets the status and the decoded body (websockets 11-12 leave the body to the
+    tunnel, which once passed the chunk framing on, or waited for an EOF until the timeout)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: text/plain\r\n\r\n5\r\nlogin\r\n6;x=1\r\n first\r\n0\r\n\r\n"
+        )
+        await reader.read()  # keep-alive: the proxy closes, not us
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    async with server:
+        proxy.state["upstream"] = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        proxy.options["timeout"] = 30
+        with pytest.raises(HandshakeRefused) as info:
+            await ws_client(proxy.ws_url + "/")
+        assert (info.value.status, info.value.body) == (401, b"login first")
+        for writer in held:
+            writer.close()
+
+
 async def test_server_without_http_response_closes_before_accept(upstream, ws_client, make_proxy):
     upstream.refuse = (401, [], b"login first")
     with make_proxy(ws="wsproto", no_http_response=True) as proxy:

@@ -166,13 +166,25 @@ else:  # websockets 11 and 12
     _legacy: Any = importlib.import_module("websockets.legacy.client")
 
     class _Protocol(_legacy.WebSocketClientProtocol):  # type: ignore[misc]
-        """Reads the body of a refused handshake, which the legacy client leaves unread."""
+        """Reads the body of a refused handshake, which the legacy client leaves unread, and
+        closes a failed connection without waiting for the upstream's closing handshake."""
+
+        def fail_connection(self, code: int = 1006, reason: str = "") -> None:
+            super().fail_connection(code, reason)
+            if code != 1006 and self.transport is not None:
+                # RFC 6455 §7.1.7: the close frame is written, now close the socket.  An
+                # upstream still writing the message we refused (1009) never reads our close;
+                # the legacy client would wait 2 x close_timeout for it before recv() ends.
+                self.transport.close()
 
         async def handshake(self, *args: Any, **kwargs: Any) -> None:
             try:
                 await super().handshake(*args, **kwargs)
             except _legacy.InvalidStatusCode as exc:
-                body = await _read_body(self.reader, exc.headers)
+                try:
+                    body = await _read_body(self.reader, exc.headers)
+                finally:  # refused (or open_timeout): no closing handshake to wait for
+                    self.transport.abort()
                 raise HandshakeRefused(
                     exc.status_code, list(exc.headers.raw_items()), body
                 ) from None
@@ -198,6 +210,7 @@ def http_status(status: int) -> Any:
 
 
 async def _read_body(reader: asyncio.StreamReader, headers: Any) -> bytes:
+    """The body of a legacy refusal (websockets 11-12 leave it unread), at most 64 KiB."""
     try:
         length = int(headers.get("Content-Length", "-1"))
     except ValueError:
@@ -207,6 +220,8 @@ async def _read_body(reader: asyncio.StreamReader, headers: Any) -> bytes:
     try:
         if length >= 0:
             return await reader.readexactly(min(length, _MAX_REFUSAL_BODY))
+        if "chunked" in headers.get("Transfer-Encoding", "").lower():
+            return await _read_chunked(reader)
         while size < _MAX_REFUSAL_BODY:  # until EOF, at most 64 KiB
             chunk = await reader.read(_MAX_REFUSAL_BODY - size)
             if not chunk:
@@ -216,6 +231,24 @@ async def _read_body(reader: asyncio.StreamReader, headers: Any) -> bytes:
     except (asyncio.IncompleteReadError, OSError):
         pass
     return b"".join(chunks)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    """A chunked body, decoded (a keep-alive upstream never closes after it)."""
+    out = bytearray()
+    while len(out) < _MAX_REFUSAL_BODY:  # bounded: every chunk adds at least one byte
+        try:
+            size = int((await reader.readline()).split(b";")[0].strip(), 16)
+        except ValueError:
+            break  # malformed: keep what came
+        if size <= 0:
+            break
+        data = await reader.readexactly(min(size, _MAX_REFUSAL_BODY - len(out)))
+        out += data
+        if len(data) < size:
+            break
+        await reader.readexactly(2)  # CRLF
+    return bytes(out)
 
 
 async def connect(
