@@ -110,11 +110,23 @@ class ClientDisconnect(Exception):
 class BodyReader:
     """The request body from ``receive()``, optionally kept (up to a limit) for a replay."""
 
-    __slots__ = ("chunks", "complete", "disconnected", "dropped", "keep", "receive", "size")
+    __slots__ = (
+        "chunks",
+        "complete",
+        "disconnected",
+        "dropped",
+        "keep",
+        "on_complete",
+        "receive",
+        "size",
+    )
 
-    def __init__(self, receive: Receive, keep: bool) -> None:
+    def __init__(
+        self, receive: Receive, keep: bool, on_complete: Callable[[], object] | None = None
+    ) -> None:
         self.receive = receive
         self.keep = keep
+        self.on_complete = on_complete  #: called once the whole body has been received
         self.chunks: list[bytes] = []
         self.size = 0
         self.complete = False
@@ -131,7 +143,10 @@ class BodyReader:
                 self.disconnected = True
                 raise ClientDisconnect
             chunk = message.get("body", b"")
-            self.complete = not message.get("more_body", False)
+            if not message.get("more_body", False):
+                self.complete = True
+                if self.on_complete is not None:
+                    self.on_complete()
             if chunk:
                 if self.keep:
                     self.size += len(chunk)
@@ -213,11 +228,15 @@ async def open_exchange(
         framing = check_framing(scope["headers"])
     except BadRequest:
         return BAD_REQUEST
-    if opts.body is None and (framing[0] is not None or framing[1]):
-        return await _open(scope, receive, upstream, path, opts, sender, framing)
-    watcher = Watcher(receive, WATCH_DELAY)
+    # Nothing reads ``receive()`` while the response head is awaited once the request body (if
+    # any) is complete: then a watcher notices a client that leaves (long polls).
+    streamed = opts.body is None and (framing[0] is not None or framing[1])
+    watcher = Watcher(receive, WATCH_DELAY, armed=not streamed)
     try:
-        result = await _open(scope, receive, upstream, path, opts, sender, framing)
+        result = await _open(
+            scope, receive, upstream, path, opts, sender, framing,
+            watcher.arm if streamed else None,
+        )  # fmt: skip
     except asyncio.CancelledError:
         if not watcher.fired:
             raise
@@ -276,6 +295,7 @@ class _Outgoing:
         sender: Sender,
         framing: tuple[int | None, bool],
         keep_body: bool,
+        body_complete: Callable[[], object] | None = None,
     ) -> None:
         incoming: list[tuple[bytes, bytes]] = scope["headers"]
         self.scope = scope
@@ -289,7 +309,7 @@ class _Outgoing:
         if opts.body is not None:
             self.body, self.length = opts.body, len(opts.body)
         elif chunked or self.length:
-            self.reader = BodyReader(receive, keep=keep_body)
+            self.reader = BodyReader(receive, keep=keep_body, on_complete=body_complete)
         self.forwarding = forwarding_headers(
             scope, incoming, trusted=opts.trusted, forwarded=opts.forwarded
         )
@@ -330,9 +350,10 @@ async def _open(
     opts: Options,
     sender: Sender,
     framing: tuple[int | None, bool],
+    body_complete: Callable[[], object] | None,
 ) -> Exchange | ErrorReply | None:
     failover = not isinstance(upstream, str)
-    out = _Outgoing(scope, receive, path, opts, sender, framing, keep_body=failover)
+    out = _Outgoing(scope, receive, path, opts, sender, framing, failover, body_complete)
     reader = out.reader
     attempt = out.send
 
