@@ -377,6 +377,25 @@ def test_weight_and_max_in_flight_from_the_checkers_target_dicts() -> None:
     assert {lb.route({"type": "http"}).pick([]) for _ in range(4)} == {A}
 
 
+def test_per_target_options_accept_the_spelling_given_to_the_checker() -> None:
+    """``weights`` and ``max_in_flight`` keyed by the URL as written for the checker (here
+    with a trailing slash) apply to that target; a key naming no target is an error, not a
+    silently ignored cap."""
+    from frp_health import HealthChecker
+
+    checker = HealthChecker([A + "/", B + "/"])
+    lb = LoadBalancer(checker, strategy="round_robin", weights={A + "/": 3})
+    assert Counter(lb.get() for _ in range(8)) == {checker.targets[0]: 6, checker.targets[1]: 2}
+    lb = LoadBalancer(checker, strategy="round_robin", max_in_flight={A + "/": 1, B + "/": 1})
+    held = [lb.route({"type": "http"}).pick([]) for _ in range(3)]
+    assert held[2] is None  # both targets are at their cap
+    for option in ("weights", "max_in_flight"):
+        with pytest.raises(ValueError, match="not one of the targets"):
+            LoadBalancer(checker, **{option: {C: 1}})
+        with pytest.raises(ValueError, match="not one of the targets"):
+            LoadBalancer([A, B], **{option: {C: 1}})
+
+
 @given(st.lists(st.integers(1, 6), min_size=1, max_size=5))
 def test_smooth_weighted_round_robin_gives_each_target_its_weight_per_cycle(
     weights: list[int],

@@ -82,3 +82,23 @@ async def test_check_all_updates_status_and_last_update(backend) -> None:
     assert checker.status == {app.url: False}
     assert checker.get_fastest() is None
     await checker.destroy()
+
+
+async def test_last_update_moves_once_per_round_over_every_target(backend) -> None:
+    """0.4.0 probed the whole list each interval, and ``max_requests`` windows end at each
+    ``last_update``.  Targets here keep their own jittered schedules, so probing some of
+    them must not end the window: only a round that has covered every target does."""
+    one, two, three = backend(), backend(), backend()
+    checker = HealthChecker([one.url, two.url, three.url])
+    start = checker.last_update
+    await checker._round([one.url])
+    await checker._round([two.url, one.url])
+    assert checker.last_update == start
+    await checker._round([three.url])
+    assert checker.last_update > start
+    after = checker.last_update
+    await checker._round([two.url])
+    assert checker.last_update == after
+    await checker.check_all()
+    assert checker.last_update > after
+    await checker.destroy()

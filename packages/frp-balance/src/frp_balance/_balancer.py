@@ -120,7 +120,7 @@ class LoadBalancer(Proxying):
         for t, cfg in configs.items():
             if cfg.get("weight") is not None:
                 self._weights[t] = cfg["weight"]
-        self._weights.update(weights or {})
+        self._weights.update({self._named(t, "weights"): w for t, w in (weights or {}).items()})
         if any(not isinstance(w, int) or w < 1 for w in self._weights.values()):
             raise ValueError("weights must be integers >= 1")
         self._limits = Limits()
@@ -133,7 +133,8 @@ class LoadBalancer(Proxying):
                 self._limits.concurrency[t] = cfg["max_in_flight"]
         if isinstance(max_in_flight, Mapping):
             caps: Mapping[str, int | None] = max_in_flight
-            for t, cap in caps.items():
+            for name, cap in caps.items():
+                t = self._named(name, "max_in_flight")
                 if cap is None:
                     self._limits.concurrency.pop(t, None)
                 else:
@@ -253,6 +254,18 @@ class LoadBalancer(Proxying):
         if not self._limits.bounded():
             return [t for t in pool if t not in exclude] if exclude else pool
         return [t for t in pool if t not in exclude and self._limits.allows(t, self._in_flight)]
+
+    def _named(self, name: str, option: str) -> str:
+        """The target a per-target option names, in any spelling the source accepts."""
+        resolve = getattr(self._source, "resolve", None)
+        canon = resolve(name) if callable(resolve) else name
+        if self._health_mode:
+            found = canon if canon in self._source.targets else None
+        else:
+            found = next((u for u in self._static if self._canon[u] == canon), None)
+        if found is None:
+            raise ValueError(f"{option} names {name!r}, which is not one of the targets")
+        return found
 
     def _window_marker(self, now: float) -> object:
         """The ``maxrequests`` window: each probe round of an active checker (seed), else

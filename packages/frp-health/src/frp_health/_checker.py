@@ -121,6 +121,7 @@ class HealthChecker:
         self._wake: asyncio.Event | None = None
         #: Checker-clock time of the end of the last probe round (0.4.0 name).
         self.last_update: float = clock()
+        self._probed_since_update: set[str] = set()
 
     def __repr__(self) -> str:
         healthy = len(self.get_healthy_targets())
@@ -363,7 +364,14 @@ class HealthChecker:
 
     async def _round(self, urls: list[str]) -> None:
         await asyncio.gather(*(self._probe_one(url) for url in urls))
-        self.last_update = self._clock()
+        # Each target keeps its own (jittered) schedule; ``last_update``, which ends the
+        # balancers' ``max_requests`` windows, moves once every target has been probed: once
+        # per interval, as 0.4.0's whole-list rounds did.
+        probed = self._probed_since_update
+        probed.update(urls)
+        if probed.issuperset(self._targets):
+            probed.clear()
+            self.last_update = self._clock()
 
     async def _probe_one(self, url: str) -> None:
         target = self._targets[url]
