@@ -17,7 +17,7 @@ import httpx
 
 from .__about__ import __version__
 from ._events import ChangeStream, Hub, StateChange, TargetSnapshot, TargetState
-from ._probe import ProbeResult, make_client, probe
+from ._probe import ProbeResult, make_client, probe, warm_up
 from ._state import SUCCESS, HealthTable, Policy
 from ._target import (
     Target,
@@ -122,6 +122,7 @@ class HealthChecker:
         #: Checker-clock time of the end of the last probe round (0.4.0 name).
         self.last_update: float = clock()
         self._probed_since_update: set[str] = set()
+        self._warm = False  # httpx's lazy imports done (see ``warm_up``)
 
     def __repr__(self) -> str:
         healthy = len(self.get_healthy_targets())
@@ -363,6 +364,9 @@ class HealthChecker:
         return base * (1.0 + self._jitter * (2.0 * self._random() - 1.0))
 
     async def _round(self, urls: list[str]) -> None:
+        if not self._warm:
+            self._warm = True
+            await warm_up()
         await asyncio.gather(*(self._probe_one(url) for url in urls))
         # Each target keeps its own (jittered) schedule; ``last_update``, which ends the
         # balancers' ``max_requests`` windows, moves once every target has been probed: once
