@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import struct
 
 import pytest
@@ -50,9 +51,17 @@ def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True) -
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-async def raw_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A client that completes the opening handshake by hand, then speaks raw frames."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def raw_client(
+    port: int, rcvbuf: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client that completes the opening handshake by hand, then speaks raw frames
+    (``rcvbuf``: its socket's receive buffer, set before it connects)."""
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
     writer.write(HANDSHAKE)
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     assert head.startswith(b"HTTP/1.1 101")
@@ -140,6 +149,61 @@ async def test_a_client_that_stops_answering_pings_is_closed(make_upstream, make
             assert (await proxy.finished())["tasks"] == []
 
 
+async def test_a_hop_lost_mid_frame_drops_the_other_at_once_even_without_close_timeout(
+    make_upstream, make_proxy
+):
+    """The client dies 300 KB into a 1 MiB frame: the upstream can never be sent a valid close
+    frame, so its connection is dropped at once (1006), not left open for ever."""
+    async with make_upstream() as up:
+        with make_proxy(ws=SpliceProtocol) as proxy:
+            proxy.state["upstream"] = up.url
+            proxy.state["options"] = {"close_timeout": None}
+            reader, writer = await raw_client(proxy.server.port)
+            big = frame(0x2, b"\x01" * (1 << 20))
+            writer.write(big[: 300_000])
+            await writer.drain()
+            writer.transport.abort()  # gone in the middle of the frame
+            assert await asyncio.wait_for(up.closes.get(), 10) == (1006, "")
+            assert (await proxy.finished())["tasks"] == []
+
+
+async def test_pings_from_a_peer_that_does_not_read_do_not_pile_up(make_upstream, make_proxy):
+    """A client pings without reading: once the proxy cannot write to it, only its last ping
+    is answered, when it reads again.  It reads far fewer pongs than it sent pings (more
+    than the kernel's buffers can hold), and the last ping still gets its pong."""
+    async with make_upstream() as up:
+        with make_proxy(ws=SpliceProtocol) as proxy:
+            proxy.state["upstream"] = up.url
+            reader, writer = await raw_client(proxy.server.port, rcvbuf=4096)
+            pings = 50_000  # 6.4 MB of pongs if every one were answered
+            ping = bytes((0x80 | PING, 0x80 | 125)) + bytes(4)  # masked with a zero key
+            for i in range(pings):
+                writer.write(ping + b"%08d" % i + b"p" * 117)
+                if i % 1000 == 999:
+                    await writer.drain()
+            writer.write(frame(0x1, b"after"))
+            await writer.drain()
+            buf = bytearray()
+            pongs, last = 0, b""
+            for _ in range(100_000):  # bounded: reads until the echo of "after"
+                buf += await asyncio.wait_for(reader.read(1 << 20), 10)
+                while len(buf) >= 2 and len(buf) >= 2 + (buf[1] & 0x7F):
+                    opcode, n = buf[0] & 0x0F, buf[1] & 0x7F
+                    payload = bytes(buf[2 : 2 + n])
+                    del buf[: 2 + n]
+                    if opcode == 0xA:
+                        pongs, last = pongs + 1, payload
+                    else:
+                        assert (opcode, payload) == (0x1, b"after")
+                        break
+                else:
+                    continue
+                break
+            assert last[:8] == b"%08d" % (pings - 1)  # the last ping was answered
+            assert pongs < pings * 2 // 3, pongs
+            writer.close()
+
+
 # The scanner alone (pure logic).
 
 
@@ -194,6 +258,8 @@ def test_scanner_counts_fragments_against_max_size():
         (frame(0x0, b"x"), True),  # a continuation with no message started
         (frame(0x3, b"x"), True),  # a reserved opcode
         (frame(PING, b"x", fin=False), True),  # a fragmented control frame
+        # a 64-bit length with its most significant bit set (RFC 6455 §5.2), no max_size
+        (bytes((0x82, 127)) + struct.pack("!Q", 1 << 63), False),
     ],
 )
 def test_scanner_reports_protocol_violations(data, masked):

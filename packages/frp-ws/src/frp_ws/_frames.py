@@ -190,6 +190,8 @@ class FrameScanner:
             return "reserved bits set"
         if bool(b1 & 0x80) != self._masked:
             return "wrong masking"
+        if length >> 63:
+            return "invalid frame length"  # RFC 6455 §5.2: the most significant bit is 0
         if opcode in _CONTROL:
             if not b0 & 0x80 or length > 125:
                 return "invalid control frame"

@@ -91,6 +91,8 @@ class _Hop(asyncio.Protocol):
         self.ping_timeout = ping_timeout
         self.ping_payload = b""
         self.timer: asyncio.TimerHandle | None = None  # keepalive, then close timeout
+        self.write_paused = False  # our peer is not reading what we write
+        self.pong_owed: bytes | None = None  # the last ping's payload, answered on resume
 
     # asyncio.Protocol
     def data_received(self, data: bytes) -> None:
@@ -121,12 +123,17 @@ class _Hop(asyncio.Protocol):
         self.splice.lost(self)
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         if not self.other.gone:
             self.other.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         if not self.other.gone:
             self.other.transport.resume_reading()
+        owed, self.pong_owed = self.pong_owed, None
+        if owed is not None and not self.close_sent:
+            self.send_control(control_frame(PONG, owed, mask=self.mask))
 
     # writing our own frames
     def send_control(self, frame: bytes) -> None:
@@ -250,7 +257,7 @@ class Splice:
         handshake.after.clear()
         if handshake.lost:
             upstream.connection_lost(None)
-        elif not upstream.gone:
+        elif not upstream.gone and not client.write_paused:  # else resumed by the client hop
             opened.transport.resume_reading()
 
     # what the hops report
@@ -258,7 +265,11 @@ class Splice:
         other = hop.other
         if type(event) is Control:
             if event.opcode == PING:
-                if not hop.close_sent:
+                if hop.write_paused:
+                    # a peer that pings but does not read: answer only its last ping, once it
+                    # reads again (RFC 6455 §5.5.3), so that pongs cannot pile up in memory
+                    hop.pong_owed = event.payload
+                elif not hop.close_sent:
                     hop.send_control(control_frame(PONG, event.payload, mask=hop.mask))
             elif event.opcode == PONG:
                 hop.pong(event.payload)
@@ -305,13 +316,19 @@ class Splice:
             self.upstream_close(_close.INTERNAL_ERROR, "")
 
     def lost(self, hop: _Hop) -> None:
-        if not hop.other.gone:  # it may have been paused for us: its close must be read
-            hop.other.transport.resume_reading()
+        other = hop.other
+        if not other.gone:  # it may have been paused for us: its close must be read
+            other.transport.resume_reading()
         if not hop.close_sent and not hop.close_received:  # lost without a closing handshake
             if hop.upstream:
                 self.client_close(_close.BAD_GATEWAY, _close.BAD_GATEWAY_REASON)
             else:
                 self.upstream_close(*_close.from_client(_close.ABNORMAL, ""))
+        if not other.gone and other.pending:
+            # lost in the middle of a frame it was passing on: the other hop can never get a
+            # well-formed close frame, so its connection is dropped without one, as nginx does
+            other.pending.clear()
+            other.transport.abort()
         if not hop.upstream and self.client_lost is not None:
             lost, self.client_lost = self.client_lost, None
             lost(None)
