@@ -158,7 +158,7 @@ async def test_a_hop_lost_mid_frame_drops_the_other_at_once_even_without_close_t
         with make_proxy(ws=SpliceProtocol) as proxy:
             proxy.state["upstream"] = up.url
             proxy.state["options"] = {"close_timeout": None}
-            reader, writer = await raw_client(proxy.server.port)
+            _reader, writer = await raw_client(proxy.server.port)
             big = frame(0x2, b"\x01" * (1 << 20))
             writer.write(big[: 300_000])
             await writer.drain()

@@ -94,6 +94,11 @@ class UpstreamResponse:
             return b""
         raise RemoteProtocolError("the response was closed before its end", request_sent=True)
 
+    def body_ready(self) -> bool:
+        """Whether :meth:`receive` would return without waiting for the upstream."""
+        c = self._conn
+        return c is None or bool(c._buf) or c._complete or c._error is not None
+
     async def aclose(self) -> None:
         """Release the connection: to the pool if the response is complete, else close it."""
         c = self._conn

@@ -366,7 +366,9 @@ async def _open(
         except ClientDisconnect:
             return None
         except UpstreamError as exc:
-            return None if reader is not None and reader.disconnected else error_reply(exc)
+            if reader is not None and reader.disconnected:
+                return None
+            return _unread(error_reply(exc), reader)
         return Exchange(response, _response_headers(response, opts), reader)
 
     # ``hasattr``, not ``isinstance(upstream, Router)``: a runtime-checkable Protocol check
@@ -406,7 +408,15 @@ async def _open(
             ups.done(url, Outcome.CLIENT_ABORT, loop.time() - started)
             raise
         return Exchange(response, _response_headers(response, opts), reader, ups, url, started)
-    return NO_UPSTREAM if last is None else error_reply(last)
+    return _unread(NO_UPSTREAM if last is None else error_reply(last), reader)
+
+
+def _unread(reply: ErrorReply, reader: BodyReader | None) -> ErrorReply:
+    """``reply``, closing the client connection when the request body was not all read (it
+    will not be: keeping the connection would leave the rest of the upload to the server)."""
+    if reader is None or reader.complete:
+        return reply
+    return dataclasses.replace(reply, headers=(*reply.headers, (b"connection", b"close")))
 
 
 def _response_headers(response: UpstreamResponse, opts: Options) -> Headers:

@@ -83,6 +83,10 @@ class HttpxUpstreamResponse:
         except httpx.HTTPError as exc:
             raise _map(exc, sent=True) from None
 
+    def body_ready(self) -> bool:
+        """Not known through httpx: as if the body had to be awaited."""
+        return not self.has_body
+
     async def aclose(self) -> None:
         """Release the response (closes its connection unless the body was completed)."""
         await self._response.aclose()

@@ -36,13 +36,18 @@ async def relay(ex: Exchange, receive: Receive, send: Send, status: int, headers
     outcome = Outcome.CLIENT_ABORT
     watcher: Watcher | None = None
     can_watch = ex.body is None or ex.body.complete
+    if not can_watch:
+        # answered before the request body was all read (a 413, say): the rest of the upload
+        # is abandoned, so the client connection must not be kept alive after this response
+        headers = [*headers, (b"connection", b"close")]
     try:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if not up.has_body:
             await send({"type": "http.response.body", "body": b""})
             outcome = Outcome.SUCCESS
             return
-        if can_watch and up.content_length is None:
+        if can_watch and (up.content_length is None or not up.body_ready()):
+            # a stream, or a body still to come: nothing else reads ``receive()`` meanwhile
             watcher = Watcher(receive)
         remaining = up.content_length
         chunk = await up.receive()

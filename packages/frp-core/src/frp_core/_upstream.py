@@ -39,6 +39,10 @@ class UpstreamResponse(Protocol):
         """The next body chunk; ``b""`` once the body is complete."""
         ...
 
+    def body_ready(self) -> bool:
+        """Whether :meth:`receive` would return without waiting for the upstream."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
