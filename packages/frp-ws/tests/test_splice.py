@@ -160,7 +160,7 @@ async def test_a_hop_lost_mid_frame_drops_the_other_at_once_even_without_close_t
             proxy.state["options"] = {"close_timeout": None}
             _reader, writer = await raw_client(proxy.server.port)
             big = frame(0x2, b"\x01" * (1 << 20))
-            writer.write(big[: 300_000])
+            writer.write(big[:300_000])
             await writer.drain()
             writer.transport.abort()  # gone in the middle of the frame
             assert await asyncio.wait_for(up.closes.get(), 10) == (1006, "")
