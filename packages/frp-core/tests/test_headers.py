@@ -138,6 +138,14 @@ async def test_override_body_kinds(oclient: httpx.AsyncClient) -> None:
     assert record["body_sha256"] == hashlib.sha256(b'{"a": 1}').hexdigest()
     assert _values(record, "content-type") == ["application/json"]
     assert _values(record, "content-length") == ["8"]
+    # the client's own type described the body it sent, not the JSON that replaced it
+    sent = {"content-type": "text/plain"}
+    record = (await oclient.post("/o/json/b", content=b"ignored", headers=sent)).json()
+    assert _values(record, "content-type") == ["application/json"]
+    # a JSON type of the client's is kept, as 0.4.0 kept it (a merge patch stays one)
+    sent = {"content-type": "application/merge-patch+json"}
+    record = (await oclient.post("/o/json/b", content=b"{}", headers=sent)).json()
+    assert _values(record, "content-type") == ["application/merge-patch+json"]
     record = (await oclient.post("/o/str/b")).json()
     assert record["method"] == "PUT"
     assert record["body_sha256"] == hashlib.sha256("héllo".encode()).hexdigest()

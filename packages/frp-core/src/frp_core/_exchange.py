@@ -329,8 +329,8 @@ class _Outgoing:
             self.source, host=host, forwarding=self.forwarding, via=self.via,
             additional=opts.additional,
         )  # fmt: skip
-        if opts.json_body and not any(n == b"content-type" for n, _ in headers):
-            headers.append((b"content-type", b"application/json"))
+        if opts.json_body:
+            headers = _json_content_type(headers, opts)
         reader = self.reader
         content = reader.stream() if reader is not None else self.body
         response = await self.sender.request(
@@ -409,6 +409,27 @@ async def _open(
             raise
         return Exchange(response, _response_headers(response, opts), reader, ups, url, started)
     return _unread(NO_UPSTREAM if last is None else error_reply(last), reader)
+
+
+def _json_content_type(headers: Headers, opts: Options) -> Headers:
+    """The ``Content-Type`` of a JSON ``override_body``: the caller's (``override_headers``,
+    ``additional_headers``) or the client's if it is a JSON type (``application/json``,
+    ``…+json``, as 0.4.0 kept it), else ``application/json`` (the client's type described the
+    body that was replaced)."""
+    for chosen in (opts.override_headers, opts.additional):
+        if chosen and any(n == b"content-type" for n, _ in chosen):
+            return headers
+    types = [v for n, v in headers if n == b"content-type"]
+    if len(types) == 1 and _is_json_type(types[0]):
+        return headers
+    return [h for h in headers if h[0] != b"content-type"] + [
+        (b"content-type", b"application/json")
+    ]
+
+
+def _is_json_type(value: bytes) -> bool:
+    media = value.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")
 
 
 def _unread(reply: ErrorReply, reader: BodyReader | None) -> ErrorReply:
