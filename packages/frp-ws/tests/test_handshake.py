@@ -370,6 +370,28 @@ async def test_asgi_app_form(upstream, ws_client):
         assert upstream.seen[0]["path"] == "/mounted?q=1"
 
 
+async def test_asgi_app_form_takes_the_documented_timeout(ws_client):
+    """``WebSocketProxy`` accepts ``timeout`` as ``proxy_pass_websocket`` does (and
+    ``open_timeout``): a silent upstream is a 504 after it."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with server:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        with run_server(WebSocketProxy(url, timeout=0.3)) as proxy:
+            with pytest.raises(HandshakeRefused) as info:
+                await ws_client(proxy.ws_url + "/")
+            assert info.value.status == 504
+        for writer in held:
+            writer.close()
+    with pytest.raises(TypeError, match="not both"):
+        WebSocketProxy(url, timeout=1, open_timeout=1)
+
+
 async def test_router_and_outcome_of_a_lost_upstream(proxy, upstream, ws_client, closed):
     pool = Pool([upstream.url])
 

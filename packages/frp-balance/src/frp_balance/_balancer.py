@@ -372,7 +372,7 @@ class LoadBalancer(Proxying):
         if target is None:
             if not (retry or failover):
                 self._counters["no_target"] += 1
-                logger.info("no healthy target available")
+                logger.info("no target available (none healthy, or all at their limits)")
             return None
         self._in_flight[target] = self._in_flight.get(target, 0) + 1
         self._target_stats(target)["picks"] += 1

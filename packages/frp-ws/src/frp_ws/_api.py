@@ -64,12 +64,16 @@ class WebSocketProxy:
     """A pure ASGI app tunnelling every WebSocket connection to ``upstream``.
 
     ``WebSocketProxy("http://backend:8000", max_size=None)``; keyword options as for
-    :func:`proxy_pass_websocket` (``timeout`` is ``open_timeout`` here).  Mount it with
-    ``app.mount("/ws", WebSocketProxy(...))``: the upstream sees the full ``raw_path``.
+    :func:`proxy_pass_websocket` (``timeout``, also accepted as ``open_timeout``).  Mount it
+    with ``app.mount("/ws", WebSocketProxy(...))``: the upstream sees the full ``raw_path``.
     Non-WebSocket requests are answered 404.
     """
 
     def __init__(self, upstream: Target, **options: Any) -> None:
+        if "timeout" in options:
+            if "open_timeout" in options:
+                raise TypeError("give timeout or open_timeout, not both")
+            options["open_timeout"] = options.pop("timeout")
         self.upstream = upstream
         self.tunnel = Tunnel(**options)
 
