@@ -304,6 +304,17 @@ def _assert_still_serving(proxy: Any) -> None:
     assert response[2] == OK_BODY
 
 
+def _get(proxy: Any, upstream: FaultServer, target: bytes) -> tuple[int, bytes, list[Request]]:
+    """``GET target`` on a raw socket: the status, the body, and what reached the upstream."""
+    before = len(upstream.requests)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n")
+        response = _read_response(sock, bytearray())
+    assert response is not None
+    status, _, body = response
+    return status, body, upstream.requests[before:]
+
+
 @pytest.mark.parametrize(
     "target",
     [
@@ -321,13 +332,7 @@ def test_encoded_controls_and_traversal_stay_encoded(
 ) -> None:
     """Percent-encoded CR/LF/NUL and dot-segments reach the upstream exactly as sent: never
     decoded into header injection, never resolved into another path or host."""
-    before = len(upstream.requests)
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n")
-        response = _read_response(sock, bytearray())
-    assert response is not None
-    status, _, body = response
-    seen = upstream.requests[before:]
+    status, body, seen = _get(proxy, upstream, target)
     if status in (400, 404):  # 404: Starlette's route regex does not match a decoded "\n"
         assert seen == []
         return
@@ -352,13 +357,7 @@ def test_absolute_form_forwards_its_path_never_its_authority(
     """RFC 9112 §3.2.2: a server accepts an absolute-form target; the proxy forwards its path
     and query to the configured upstream (h11 hands the whole target to the app, httptools
     the path alone).  Other forms are refused; nothing reaches the upstream as ``/http://``."""
-    before = len(upstream.requests)
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n")
-        response = _read_response(sock, bytearray())
-    assert response is not None
-    status, _, body = response
-    seen = upstream.requests[before:]
+    status, body, seen = _get(proxy, upstream, target)
     # refused: by the proxy (400), by the server's parser (httptools: 400 for a target with
     # no path), or by FastAPI (404: a route never matches "http://...")
     if forwarded is None or status in (400, 404):
