@@ -6,6 +6,7 @@ import asyncio
 import ssl
 
 import pytest
+import websockets
 from frp_testing import run_server, self_signed_certificate, unused_port
 
 from frp_core._routing import Outcome
@@ -253,12 +254,19 @@ async def test_chunked_refusal_from_a_keep_alive_upstream(proxy, ws_client):
     server = await asyncio.start_server(refuse, "127.0.0.1", 0)
     async with server:
         proxy.state["upstream"] = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        proxy.options["timeout"] = 30
-        with pytest.raises(HandshakeRefused) as info:
-            await ws_client(proxy.ws_url + "/")
-        assert (info.value.status, info.value.body) == (401, b"login first")
-        for writer in held:
-            writer.close()
+        proxy.options["timeout"] = 2
+        try:
+            with pytest.raises(HandshakeRefused) as info:
+                await ws_client(proxy.ws_url + "/")
+        finally:
+            for writer in held:
+                writer.close()
+        if proxy.kind != "splice" and websockets.__version__.startswith("13."):
+            # websockets 13's HTTP parser refuses transfer codings: the refusal is never
+            # read, and the open timeout answers (docs/frp-ws.md, "Refusals")
+            assert info.value.status == 504
+        else:
+            assert (info.value.status, info.value.body) == (401, b"login first")
 
 
 async def test_server_without_http_response_closes_before_accept(upstream, ws_client, make_proxy):
