@@ -14,9 +14,10 @@ from ._client import (
     sender_for_scope,
 )
 from ._config import Limits
-from ._exchange import ErrorReply, Receive, Scope, open_exchange
+from ._exchange import Receive, Scope, open_exchange
 from ._headers import HeaderInput, TrustedProxies
 from ._proxy import build_options
+from ._replies import ErrorReply
 from ._response import Send, relay, send_error
 from ._routing import Router, Upstreams
 from ._upstream import Sender, parse_base

@@ -24,6 +24,7 @@ from ._headers import (
     response_headers,
     via_value,
 )
+from ._replies import BAD_REQUEST, NO_UPSTREAM, ErrorReply, error_reply
 from ._request import BadRequest, build_target, check_framing
 from ._routing import Outcome, Router, Upstreams
 from ._upstream import Sender, UpstreamResponse, parse_base
@@ -65,37 +66,6 @@ class Options:
     via: str | None = "frp"
     keep_date_server: bool = False
     strip_root: bool = False
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ErrorReply:
-    """A short response made by the proxy itself (no upstream body)."""
-
-    status: int
-    message: str
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-
-    def asgi_headers(self) -> Headers:
-        body = self.message.encode()
-        return [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-            *self.headers,
-        ]
-
-
-BAD_REQUEST = ErrorReply(400, "Bad Request", ((b"connection", b"close"),))
-NO_UPSTREAM = ErrorReply(503, "Service Unavailable", ((b"retry-after", b"1"),))
-
-
-@functools.lru_cache(maxsize=64)
-def _error_reply(status: int, message: str) -> ErrorReply:
-    return ErrorReply(status, message)
-
-
-def error_reply(exc: UpstreamError) -> ErrorReply:
-    """The reply for a failed attempt: its status and public message, nothing internal."""
-    return _error_reply(exc.status, exc.public_message)
 
 
 @functools.lru_cache(maxsize=16)

@@ -10,9 +10,10 @@ from starlette.responses import Response
 
 from ._client import sender_for_scope
 from ._config import Timeouts
-from ._exchange import ErrorReply, Options, open_exchange
+from ._exchange import Options, open_exchange
 from ._headers import NO_TRUSTED_PROXIES, HeaderInput, TrustedProxies, encode_body
 from ._headers import normalize_headers as _norm
+from ._replies import ErrorReply
 from ._response import ProxyResponse, error_response
 from ._routing import Router, Upstreams
 

@@ -18,8 +18,9 @@ from starlette.responses import Response
 
 from ._delays import DelayQueues
 from ._errors import UpstreamError
-from ._exchange import ErrorReply, Exchange, Receive, Watcher
+from ._exchange import Exchange, Receive, Watcher
 from ._headers import Headers
+from ._replies import ErrorReply
 from ._routing import Outcome
 
 __all__ = ["ProxyResponse", "error_response", "relay", "send_error"]
