@@ -120,6 +120,8 @@ def typecheck(session: nox.Session, websockets: str) -> None:
     session.install(*_local_packages(), "mypy>=1.13", f"websockets=={websockets}", "uvicorn")
     srcs = [str(ROOT / "packages" / name / "src") for name in PACKAGES]
     session.run("mypy", "--strict", *srcs)
+    # user code against the installed packages (their py.typed), as a strict user checks it
+    session.run("mypy", "--strict", str(ROOT / "tests" / "typing" / "quickstart_strict.py"))
 
 
 @nox.session(python=PYTHONS[-1])

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from frp_core import proxy_pass as _core_proxy_pass
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
 
 from ._attempts import Attempts
 
@@ -34,7 +37,7 @@ class Proxying:
         method: str | None = None,
         override_host: str | None = None,
         **options: Any,
-    ) -> Any:
+    ) -> Response:
         """Proxy ``req`` to a target chosen per attempt, with failover (``frp_core.proxy_pass``).
 
         The parameters are those of ``frp_core.proxy_pass``; no healthy target gives 503 with
@@ -64,7 +67,7 @@ class Proxying:
         override_headers: Mapping[str, str] | None = None,
         timeout: float = 10.0,
         **options: Any,
-    ) -> Any:
+    ) -> None:
         """Tunnel ``websocket`` to a chosen target through ``frp_ws.proxy_pass_websocket``.
 
         Raises ``ImportError`` naming frp-ws when it is not installed.
@@ -74,7 +77,7 @@ class Proxying:
             tunnel = frp_ws.proxy_pass_websocket
         except (ImportError, AttributeError) as exc:
             raise ImportError(WS_MISSING) from exc
-        return await tunnel(
+        await tunnel(
             websocket,
             self.route(websocket.scope),
             path,

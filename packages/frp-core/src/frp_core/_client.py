@@ -217,9 +217,9 @@ async def close_httpx_client(app: Any) -> None:
         await client.aclose()
 
 
-async def get_httpx_client(request: Any) -> httpx.AsyncClient:
-    """The client stored in the request's app."""
-    client: httpx.AsyncClient = request.app.state.http_proxy_client
+async def get_httpx_client(req: Any) -> httpx.AsyncClient:
+    """The client stored in the app of ``req`` (a request or WebSocket)."""
+    client: httpx.AsyncClient = req.app.state.http_proxy_client
     return client
 
 
