@@ -40,9 +40,9 @@ TEST_DEPS = [
     "pytest-timeout>=2.3",
     "coverage[toml]>=7.6",
     "hypothesis>=6.100",
-    "uvicorn[standard]>=0.30",
+    "uvicorn[standard]>=0.35",
     "wsproto>=1.2",
-    "fastapi>=0.110",
+    "fastapi>=0.115.2",
     "httpx>=0.27",
 ]
 DIST = ROOT / "dist"
@@ -155,7 +155,8 @@ def wheels(session: nox.Session) -> None:
     for name in PACKAGES:
         venv = pathlib.Path(session.create_tmp()) / f"venv-{name}"
         shutil.rmtree(venv, ignore_errors=True)
-        session.run("uv", "venv", "-q", "--python", session.python or "3", str(venv), external=True)
+        python = pathlib.Path(session.bin) / "python"  # the interpreter nox found, not a version
+        session.run("uv", "venv", "-q", "--python", str(python), str(venv), external=True)
         py = str(venv / "bin" / "python")
         # The wheel itself plus the sibling wheels it needs, as files: never a same-named
         # project from an index.
@@ -181,10 +182,10 @@ def docs(session: nox.Session) -> None:
     )
 
 
-@nox.session(python=PYTHONS[0])
+@nox.session(python=f"{sys.version_info[0]}.{sys.version_info[1]}")  # whichever runs nox
 def demo(session: nox.Session) -> None:
     """A gateway on 127.0.0.1 in front of two embedded demo backends, until Ctrl-C."""
-    session.install(*_local_packages(), "uvicorn[standard]>=0.30")
+    session.install(*_local_packages(), "uvicorn[standard]>=0.35")
     session.run("python", str(ROOT / "demo" / "gateway.py"), *session.posargs)
 
 
@@ -204,8 +205,8 @@ def bench(session: nox.Session) -> None:
     """
     session.install(
         *_local_packages(),
-        "uvicorn[standard]>=0.30",
-        "fastapi>=0.110",
+        "uvicorn[standard]>=0.35",
+        "fastapi>=0.115.2",
         "httpx>=0.27",
         "websockets>=13",
         "uvloop>=0.19",

@@ -14,4 +14,13 @@ for name in mod.__all__:
     assert hasattr(mod, name), f"{module}.{name} is in __all__ but missing"
 if dist == "frp-core":
     assert importlib.util.find_spec("websockets") is None, "frp-core alone pulled in websockets"
+if dist == "frp-ws" and importlib.util.find_spec("uvicorn") is None:
+    message = ""
+    try:
+        importlib.import_module("frp_ws.uvicorn")
+    except ImportError as exc:  # without uvicorn, the splice says what to install
+        message = str(exc)
+    assert "frp-ws[uvicorn]" in message, f"frp_ws.uvicorn without uvicorn: {message!r}"
+for name in importlib.metadata.metadata(dist).get_all("License-File") or ["<none>"]:
+    assert name == "LICENSE", f"{dist} ships no LICENSE ({name})"
 print(f"{dist} {version}: imports, {len(mod.__all__)} public names")

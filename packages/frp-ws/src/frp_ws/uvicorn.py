@@ -11,7 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+try:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+except ImportError as exc:  # no uvicorn, or one older than 0.35
+    raise ImportError(
+        "frp_ws.uvicorn needs uvicorn 0.35 or later: pip install 'frp-ws[uvicorn]'"
+    ) from exc
 
 from ._compat import http_status
 from ._splice import SPLICE, ClientSide
