@@ -66,6 +66,7 @@ class Upstream:
         self.greeting: str | None = None  # sent as soon as a connection opens
         self.wake = asyncio.Event()
         self.gate_reached = asyncio.Event()
+        self.marked = asyncio.Event()  # a ``!mark`` arrived: every frame before it went through
         self.server: Any = None
 
     @property
@@ -169,6 +170,8 @@ class Upstream:
             await self.wake.wait()  # stop consuming too (legacy readers resume the transport)
         elif verb == "headers":
             await ws.send(json.dumps(self.seen[-1]["headers"]))
+        elif verb == "mark":
+            self.marked.set()
 
 
 def _legacy_response(status: int, headers: list[tuple[str, str]], body: bytes) -> Any:
