@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +13,8 @@ import httpx
 import pytest
 from frp_core_kit import pattern, pattern_sha256, raw_exchange
 from frp_testing import ServerThread, run_server
+
+import frp_core
 
 
 def _values(record: dict[str, list[list[str]]], name: str) -> list[str]:
@@ -153,3 +157,62 @@ async def test_slow_event_stream_outlives_the_timeout(
                 response = await client.get(url, headers={"x-act": "sse"})
                 assert response.status_code == 200
                 assert response.text == "".join(f"data: {i}\n\n" for i in range(6))
+
+
+async def _h2_call(app: Any, method: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Call ``app`` as an HTTP/2 server does: no ``Content-Length`` nor ``Transfer-Encoding``,
+    the body in ``messages``, its end the stream's.  Returns the upstream's JSON record."""
+    pending = list(messages)
+    done = asyncio.Event()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop(0)
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            done.set()
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "2", "method": method,
+        "scheme": "https", "path": "/h2", "raw_path": b"/h2", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 443),
+        "headers": [(b"host", b"gateway.test"), (b"content-type", b"application/octet-stream")],
+    }  # fmt: skip
+    await asyncio.wait_for(app(scope, receive, send), 30)
+    assert sent[0]["status"] == 200
+    body = b"".join(bytes(m.get("body", b"")) for m in sent[1:])
+    record: dict[str, Any] = json.loads(body)
+    return record
+
+
+async def test_http2_body_without_length_reaches_the_upstream_whole(
+    recorder_server: tuple[Any, ServerThread],
+) -> None:
+    """HTTP/2 and /3 end a body with the stream: no header announces it, yet it is sent."""
+    app = frp_core.ReverseProxy(recorder_server[1].url)
+    try:
+        parts = [os.urandom(70_000) for _ in range(5)]
+        streamed = [
+            {"type": "http.request", "body": part, "more_body": i < len(parts) - 1}
+            for i, part in enumerate(parts)
+        ]
+        record = await _h2_call(app, "POST", streamed)
+        assert record["body_sha256"] == hashlib.sha256(b"".join(parts)).hexdigest()
+        assert _values(record, "transfer-encoding") == ["chunked"]
+
+        one = [{"type": "http.request", "body": b"whole", "more_body": False}]
+        record = await _h2_call(app, "PUT", one)  # known at once: sent with its length
+        assert record["body_sha256"] == hashlib.sha256(b"whole").hexdigest()
+        assert _values(record, "content-length") == ["5"]
+
+        empty = [{"type": "http.request", "body": b"", "more_body": False}]
+        record = await _h2_call(app, "GET", empty)
+        assert record["body_length"] == 0
+        assert _values(record, "content-length") == _values(record, "transfer-encoding") == []
+    finally:
+        await app.aclose()

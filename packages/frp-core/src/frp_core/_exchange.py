@@ -33,7 +33,8 @@ from ._watch import Watcher
 __all__ = ["ErrorReply", "Exchange", "Options", "Watcher", "open_exchange"]
 
 Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 #: Request bodies up to this size are kept so that a failed attempt can be replayed.
@@ -198,6 +199,17 @@ async def open_exchange(
         framing = check_framing(scope["headers"])
     except BadRequest:
         return BAD_REQUEST
+    if framing == _NO_FRAMING and opts.body is None and scope.get("http_version") in _STREAMS:
+        # HTTP/2 and /3 end a body with the stream, not with a header: the first message tells
+        first = await receive()
+        if first["type"] == "http.disconnect":
+            return None
+        if first.get("more_body", False):
+            framing = (None, True)  # streamed upstream, chunked
+        elif first.get("body"):
+            framing = (len(first["body"]), False)
+        if framing != _NO_FRAMING:
+            receive = _replay(first, receive)
     # Nothing reads ``receive()`` while the response head is awaited once the request body (if
     # any) is complete: then a watcher notices a client that leaves (long polls).
     streamed = opts.body is None and (framing[0] is not None or framing[1])
@@ -223,6 +235,22 @@ async def open_exchange(
             _uncancel()
         return None
     return result
+
+
+#: ``check_framing`` of a request with neither ``Content-Length`` nor ``Transfer-Encoding``.
+_NO_FRAMING: tuple[int | None, bool] = (None, False)
+#: ``http_version`` values whose requests may carry a body without either header.
+_STREAMS = frozenset({"2", "3"})
+
+
+def _replay(first: Message, receive: Receive) -> Receive:
+    """``receive``, giving ``first`` (already received) once more before the next messages."""
+    pending = [first]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 def _uncancel() -> None:
