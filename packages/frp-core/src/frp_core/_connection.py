@@ -244,14 +244,19 @@ class Connection(asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        t = self.transport
-        if t is not None:
-            size = t.get_write_buffer_size()
-            if size > self.stats.max_send_buffer:
-                self.stats.max_send_buffer = size
+        # Called from within ``transport.write``: some loops (rloop) cannot take a call back
+        # into the transport there, so its buffer is measured once that write has returned.
+        self.loop.call_soon(self._note_send_buffer)
         if self._waiter is not None and self._resp is None and self._writer is None:
             # a large bytes body is still being flushed: the wait is for the upstream to read
             self._arm(self._write_to, WriteTimeout)
+
+    def _note_send_buffer(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            size = t.get_write_buffer_size()
+            if size > self.stats.max_send_buffer:
+                self.stats.max_send_buffer = size
 
     def resume_writing(self) -> None:
         self._write_paused = False
