@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -214,5 +215,53 @@ async def test_http2_body_without_length_reaches_the_upstream_whole(
         record = await _h2_call(app, "GET", empty)
         assert record["body_length"] == 0
         assert _values(record, "content-length") == _values(record, "transfer-encoding") == []
+    finally:
+        await app.aclose()
+
+
+async def _download_chunks(app: Any, size: int) -> list[Any]:
+    """The ``http.response.body`` payloads of an in-process GET of ``size`` bytes."""
+    done = asyncio.Event()
+    bodies: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            bodies.append(message.get("body", b""))
+            if not message.get("more_body"):
+                done.set()
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/dl", "raw_path": b"/dl", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+        "headers": [(b"host", b"gateway.test"), (b"x-act", b"download:%d" % size)],
+    }  # fmt: skip
+    await asyncio.wait_for(app(scope, receive, send), 30)
+    assert hashlib.sha256(b"".join(bodies)).hexdigest() == pattern_sha256(size)
+    return bodies
+
+
+async def test_long_bodies_are_bytes_unless_the_server_writes_any_buffer(
+    recorder_server: tuple[Any, ServerThread], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine lends its read buffers as body chunks only to servers known to write any
+    bytes-like body (uvicorn, hypercorn, granian); under another one, such as daphne, whose
+    Twisted transport takes ``bytes`` only (as the ASGI spec says), every chunk is ``bytes``."""
+    from frp_core import _response
+
+    assert _response.bytes_like_ok()  # uvicorn is loaded: these tests serve with it
+    app = frp_core.ReverseProxy(recorder_server[1].url)
+    try:
+        size = 8 * 1024 * 1024
+        lent = await _download_chunks(app, size)
+        assert any(type(body) is bytearray for body in lent)
+        monkeypatch.setitem(sys.modules, "twisted", sys.modules["asyncio"])  # daphne's reactor
+        assert not _response.bytes_like_ok()
+        copied = await _download_chunks(app, size)
+        assert {type(body) for body in copied} == {bytes}
     finally:
         await app.aclose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -26,6 +27,17 @@ from ._routing import Outcome
 __all__ = ["ProxyResponse", "error_response", "relay", "send_error"]
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+#: ASGI servers known to write any bytes-like body; under another one (daphne's Twisted needs
+#: ``bytes``, as the ASGI spec says) the engine's lent ``bytearray`` chunks are copied.
+_BYTES_LIKE_SERVERS = ("uvicorn", "hypercorn", "granian")
+
+
+def bytes_like_ok() -> bool:
+    """Whether this process serves ASGI with a server that writes ``bytearray`` bodies."""
+    modules = sys.modules
+    return "twisted" not in modules and any(name in modules for name in _BYTES_LIKE_SERVERS)
+
 
 #: Keeps background tasks (abandoned-response cleanup) referenced until they finish.
 _TASKS: set[asyncio.Task[None]] = set()
@@ -51,8 +63,11 @@ async def relay(ex: Exchange, receive: Receive, send: Send, status: int, headers
             # a stream, or a body still to come: nothing else reads ``receive()`` meanwhile
             watcher = Watcher(receive)
         remaining = up.content_length
+        lend = bytes_like_ok()
         chunk = await up.receive()
         while chunk:
+            if chunk.__class__ is not bytes and not lend:
+                chunk = bytes(chunk)
             if remaining is not None:
                 remaining -= len(chunk)
                 if remaining <= 0:
