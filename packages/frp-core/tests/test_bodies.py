@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request
 from frp_core_kit import pattern, pattern_sha256, raw_exchange
 from frp_testing import ServerThread, run_server
 
@@ -215,6 +216,11 @@ async def test_http2_body_without_length_reaches_the_upstream_whole(
         record = await _h2_call(app, "GET", empty)
         assert record["body_length"] == 0
         assert _values(record, "content-length") == _values(record, "transfer-encoding") == []
+
+        # HEADERS, then an empty DATA frame that ends the stream: still no body
+        ended_late = [{"type": "http.request", "body": b"", "more_body": True}, *empty]
+        record = await _h2_call(app, "DELETE", ended_late)
+        assert _values(record, "content-length") == _values(record, "transfer-encoding") == []
     finally:
         await app.aclose()
 
@@ -265,3 +271,28 @@ async def test_long_bodies_are_bytes_unless_the_server_writes_any_buffer(
         assert {type(body) for body in copied} == {bytes}
     finally:
         await app.aclose()
+
+
+def _reading_gateway(upstream: str) -> Any:
+    """A route that reads the request body itself before it calls ``proxy_pass``."""
+    app = FastAPI()
+
+    @app.post("/read/{path:path}")
+    async def read_first(request: Request, path: str) -> Any:
+        assert await request.body()
+        return await frp_core.proxy_pass(request, upstream, path=f"/{path}")
+
+    return app
+
+
+async def test_a_body_the_route_already_read_is_forwarded(
+    recorder_server: tuple[Any, ServerThread],
+) -> None:
+    """``await request.body()`` before ``proxy_pass``: the copy Starlette keeps goes upstream
+    (the body is no longer in ``receive()``; waiting for it would hang)."""
+    body = os.urandom(100_000)
+    with run_server(_reading_gateway(recorder_server[1].url)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as c:
+            record = (await c.post("/read/x", content=body)).json()
+    assert record["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert _values(record, "content-length") == [str(len(body))]

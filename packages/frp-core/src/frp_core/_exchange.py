@@ -200,8 +200,13 @@ async def open_exchange(
     except BadRequest:
         return BAD_REQUEST
     if framing == _NO_FRAMING and opts.body is None and scope.get("http_version") in _STREAMS:
-        # HTTP/2 and /3 end a body with the stream, not with a header: the first message tells
+        # HTTP/2 and /3 end a body with the stream, not with a header: its first message with
+        # bytes in it, or its end, tells (empty messages that promise more tell nothing)
         first = await receive()
+        for _ in range(_EMPTY_LIMIT):
+            if first.get("body") or not first.get("more_body", False):
+                break
+            first = await receive()
         if first["type"] == "http.disconnect":
             return None
         if first.get("more_body", False):
@@ -241,6 +246,8 @@ async def open_exchange(
 _NO_FRAMING: tuple[int | None, bool] = (None, False)
 #: ``http_version`` values whose requests may carry a body without either header.
 _STREAMS = frozenset({"2", "3"})
+#: Empty ``http.request`` messages skipped before such a body's framing is chosen anyway.
+_EMPTY_LIMIT = 64
 
 
 def _replay(first: Message, receive: Receive) -> Receive:

@@ -104,6 +104,10 @@ async def proxy_pass(
     The upstream request is made before this returns: failures come back as 400/502/503/504
     responses; the body streams when the response is sent.  See ``docs/frp-core.md``.
     """
+    if override_body is None:
+        # A body the route already read (``await request.body()``, cached by Starlette) is no
+        # longer in ``receive()``: forward that copy
+        override_body = getattr(request, "_body", None)
     if (
         timeout == 60.0
         and forward_query
