@@ -14,8 +14,9 @@ from ._client import (
     sender_for_scope,
 )
 from ._config import Limits
-from ._exchange import Receive, Scope, open_exchange
+from ._exchange import Scope, open_exchange
 from ._headers import HeaderInput, TrustedProxies
+from ._incoming import Receive
 from ._proxy import build_options
 from ._replies import ErrorReply
 from ._response import Send, relay, send_error

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, cast
 
 from ._config import Timeouts
@@ -24,6 +24,14 @@ from ._headers import (
     response_headers,
     via_value,
 )
+from ._incoming import (
+    NO_FRAMING,
+    STREAMS,
+    BodyReader,
+    ClientDisconnect,
+    Receive,
+    stream_framing,
+)
 from ._replies import BAD_REQUEST, NO_UPSTREAM, ErrorReply, error_reply
 from ._request import BadRequest, build_target, check_framing
 from ._routing import Outcome, Router, Upstreams
@@ -33,12 +41,8 @@ from ._watch import Watcher
 __all__ = ["ErrorReply", "Exchange", "Options", "Watcher", "open_exchange"]
 
 Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-#: Request bodies up to this size are kept so that a failed attempt can be replayed.
-REPLAY_LIMIT = 64 * 1024
 #: Upper bound on attempts for one request, whatever ``Upstreams.pick`` says.
 MAX_ATTEMPTS = 32
 #: An upstream response head larger than this is refused (502), like nginx's buffer limits.
@@ -72,66 +76,6 @@ class Options:
 @functools.lru_cache(maxsize=16)
 def _via(http_version: str, pseudonym: str) -> bytes:
     return via_value(http_version, pseudonym)
-
-
-class ClientDisconnect(Exception):
-    """The client went away while its request body was being read."""
-
-
-class BodyReader:
-    """The request body from ``receive()``, optionally kept (up to a limit) for a replay."""
-
-    __slots__ = (
-        "chunks",
-        "complete",
-        "disconnected",
-        "dropped",
-        "keep",
-        "on_complete",
-        "receive",
-        "size",
-    )
-
-    def __init__(
-        self, receive: Receive, keep: bool, on_complete: Callable[[], object] | None = None
-    ) -> None:
-        self.receive = receive
-        self.keep = keep
-        self.on_complete = on_complete  #: called once the whole body has been received
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.complete = False
-        self.disconnected = False
-        self.dropped = False  #: bytes were consumed that can no longer be replayed
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        """Yield what was kept, then the rest of the body as it arrives."""
-        for chunk in self.chunks:
-            yield chunk
-        while not self.complete:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                self.disconnected = True
-                raise ClientDisconnect
-            chunk = message.get("body", b"")
-            if not message.get("more_body", False):
-                self.complete = True
-                if self.on_complete is not None:
-                    self.on_complete()
-            if chunk:
-                if self.keep:
-                    self.size += len(chunk)
-                    if self.size <= REPLAY_LIMIT:
-                        self.chunks.append(chunk)
-                    else:
-                        self.keep, self.dropped = False, True
-                        self.chunks.clear()
-                else:
-                    self.dropped = True
-                yield chunk
-
-    def replayable(self) -> bool:
-        return not self.dropped
 
 
 #: Seconds to wait for a response head before watching for a client disconnect (long polls).
@@ -199,22 +143,11 @@ async def open_exchange(
         framing = check_framing(scope["headers"])
     except BadRequest:
         return BAD_REQUEST
-    if framing == _NO_FRAMING and opts.body is None and scope.get("http_version") in _STREAMS:
-        # HTTP/2 and /3 end a body with the stream, not with a header: its first message with
-        # bytes in it, or its end, tells (empty messages that promise more tell nothing)
-        first = await receive()
-        for _ in range(_EMPTY_LIMIT):
-            if first.get("body") or not first.get("more_body", False):
-                break
-            first = await receive()
-        if first["type"] == "http.disconnect":
+    if framing == NO_FRAMING and opts.body is None and scope.get("http_version") in STREAMS:
+        found = await stream_framing(receive)
+        if found is None:
             return None
-        if first.get("more_body", False):
-            framing = (None, True)  # streamed upstream, chunked
-        elif first.get("body"):
-            framing = (len(first["body"]), False)
-        if framing != _NO_FRAMING:
-            receive = _replay(first, receive)
+        framing, receive = found
     # Nothing reads ``receive()`` while the response head is awaited once the request body (if
     # any) is complete: then a watcher notices a client that leaves (long polls).
     streamed = opts.body is None and (framing[0] is not None or framing[1])
@@ -240,24 +173,6 @@ async def open_exchange(
             _uncancel()
         return None
     return result
-
-
-#: ``check_framing`` of a request with neither ``Content-Length`` nor ``Transfer-Encoding``.
-_NO_FRAMING: tuple[int | None, bool] = (None, False)
-#: ``http_version`` values whose requests may carry a body without either header.
-_STREAMS = frozenset({"2", "3"})
-#: Empty ``http.request`` messages skipped before such a body's framing is chosen anyway.
-_EMPTY_LIMIT = 64
-
-
-def _replay(first: Message, receive: Receive) -> Receive:
-    """``receive``, giving ``first`` (already received) once more before the next messages."""
-    pending = [first]
-
-    async def replay() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replay
 
 
 def _uncancel() -> None:

@@ -19,8 +19,9 @@ from starlette.responses import Response
 
 from ._delays import DelayQueues
 from ._errors import UpstreamError
-from ._exchange import Exchange, Receive, Watcher
+from ._exchange import Exchange, Watcher
 from ._headers import Headers
+from ._incoming import Receive
 from ._replies import ErrorReply
 from ._routing import Outcome
 
