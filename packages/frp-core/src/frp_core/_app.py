@@ -95,7 +95,7 @@ class ReverseProxy:
         if result is None:
             return  # the client left while its body was read
         if isinstance(result, ErrorReply):
-            await send_error(result, send)
+            await send_error(result, send, receive)
             return
         await relay(result, receive, send, result.status, result.headers)
 

@@ -7,10 +7,13 @@ body at all (those protocols end a body with the stream, not with a header).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 __all__ = [
+    "LINGER",
     "NO_FRAMING",
     "REPLAY_LIMIT",
     "STREAMS",
@@ -18,6 +21,7 @@ __all__ = [
     "ClientDisconnect",
     "Message",
     "Receive",
+    "linger",
     "stream_framing",
 ]
 
@@ -30,6 +34,11 @@ REPLAY_LIMIT = 64 * 1024
 NO_FRAMING: tuple[int | None, bool] = (None, False)
 #: ``http_version`` values whose requests may carry a body without either header.
 STREAMS = frozenset({"2", "3"})
+#: Seconds an answer that did not wait for the whole upload keeps reading (and dropping) it
+#: before the connection is closed, as nginx's ``lingering_close`` and Envoy's
+#: ``delayed_close_timeout`` do: closing with unread bytes resets the connection, and a reset
+#: can reach the client before it has read the answer.
+LINGER = 1.0
 #: Empty ``http.request`` messages skipped before such a body's framing is chosen anyway.
 _EMPTY_LIMIT = 64
 
@@ -123,3 +132,14 @@ def _replay(first: Message, receive: Receive) -> Receive:
         return pending.pop() if pending else await receive()
 
     return replay
+
+
+async def linger(receive: Receive, seconds: float = LINGER) -> None:
+    """Read and drop what is left of a request body, for at most ``seconds`` (see
+    :data:`LINGER`); returns at its end, or when the client leaves."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            for _ in range(1 << 24):  # bounded by the timeout long before this
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return

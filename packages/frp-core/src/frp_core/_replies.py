@@ -20,6 +20,10 @@ class ErrorReply:
     message: str
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
+    def closes(self) -> bool:
+        """Whether the client connection is closed after this reply."""
+        return (b"connection", b"close") in self.headers
+
     def asgi_headers(self) -> Headers:
         body = self.message.encode()
         return [

@@ -21,7 +21,7 @@ from ._delays import DelayQueues
 from ._errors import UpstreamError
 from ._exchange import Exchange, Watcher
 from ._headers import Headers
-from ._incoming import Receive
+from ._incoming import Receive, linger
 from ._replies import ErrorReply
 from ._routing import Outcome
 
@@ -74,13 +74,19 @@ async def relay(ex: Exchange, receive: Receive, send: Send, status: int, headers
                 if remaining <= 0:
                     if await up.receive():
                         raise UpstreamError("body longer than its Content-Length")
-                    await send({"type": "http.response.body", "body": chunk})
-                    outcome = Outcome.SUCCESS
-                    return
+                    if can_watch:
+                        await send({"type": "http.response.body", "body": chunk})
+                        outcome = Outcome.SUCCESS
+                        return
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    break
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if watcher is None and (ex.body is None or ex.body.complete):
                 watcher = Watcher(receive)
             chunk = await up.receive()
+        if not can_watch:  # the upload is left unread: stop sending it, then linger
+            await up.aclose()
+            await linger(receive)
         await send({"type": "http.response.body", "body": b""})
         outcome = Outcome.SUCCESS
     except asyncio.CancelledError:
@@ -103,17 +109,39 @@ async def relay(ex: Exchange, receive: Receive, send: Send, status: int, headers
             ex.finish(outcome)
 
 
-async def send_error(reply: ErrorReply, send: Send) -> None:
-    """Send a proxy-made error reply."""
+async def send_error(reply: ErrorReply, send: Send, receive: Receive | None = None) -> None:
+    """Send a proxy-made error reply; one that closes the connection lingers on ``receive``."""
     await send(
         {"type": "http.response.start", "status": reply.status, "headers": reply.asgi_headers()}
     )
-    await send({"type": "http.response.body", "body": reply.message.encode()})
+    await _finish(reply.message.encode(), send, receive if reply.closes() else None)
+
+
+async def _finish(body: bytes, send: Send, receive: Receive | None) -> None:
+    """The last body message, after :func:`linger` when ``receive`` is given."""
+    if receive is not None:
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        await linger(receive)
+        body = b""
+    await send({"type": "http.response.body", "body": body})
+
+
+class _ErrorResponse(Response):
+    """A proxy-made error reply that closes the connection: it lingers before the end."""
+
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        await _finish(bytes(self.body), send, receive)
+        if self.background is not None:
+            await self.background()
 
 
 def error_response(reply: ErrorReply) -> Response:
     """A proxy-made error reply as a Starlette response (what ``proxy_pass`` returns)."""
-    response = Response(reply.message, status_code=reply.status, media_type="text/plain")
+    cls = _ErrorResponse if reply.closes() else Response
+    response = cls(reply.message, status_code=reply.status, media_type="text/plain")
     response.raw_headers.extend(reply.headers)
     return response
 
