@@ -161,9 +161,11 @@ async def test_slow_event_stream_outlives_the_timeout(
                 assert response.text == "".join(f"data: {i}\n\n" for i in range(6))
 
 
-async def _h2_call(app: Any, method: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """Call ``app`` as an HTTP/2 server does: no ``Content-Length`` nor ``Transfer-Encoding``,
-    the body in ``messages``, its end the stream's.  Returns the upstream's JSON record."""
+async def _asgi_call(
+    app: Any, scope: dict[str, Any], messages: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Call ``app`` in-process as a server would: ``messages`` are the request, then
+    ``http.disconnect`` once the response has ended.  Returns the messages sent."""
     pending = list(messages)
     done = asyncio.Event()
     sent: list[dict[str, Any]] = []
@@ -180,15 +182,25 @@ async def _h2_call(app: Any, method: str, messages: list[dict[str, Any]]) -> dic
             done.set()
 
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "2", "method": method,
-        "scheme": "https", "path": "/h2", "raw_path": b"/h2", "query_string": b"",
-        "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 443),
-        "headers": [(b"host", b"gateway.test"), (b"content-type", b"application/octet-stream")],
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "http",
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80), **scope,
     }  # fmt: skip
     await asyncio.wait_for(app(scope, receive, send), 30)
     assert sent[0]["status"] == 200
-    body = b"".join(bytes(m.get("body", b"")) for m in sent[1:])
-    record: dict[str, Any] = json.loads(body)
+    return sent[1:]
+
+
+async def _h2_call(app: Any, method: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Call ``app`` as an HTTP/2 server does: no ``Content-Length`` nor ``Transfer-Encoding``,
+    the body in ``messages``, its end the stream's.  Returns the upstream's JSON record."""
+    scope = {
+        "http_version": "2", "method": method, "scheme": "https", "path": "/h2",
+        "raw_path": b"/h2",
+        "headers": [(b"host", b"gateway.test"), (b"content-type", b"application/octet-stream")],
+    }  # fmt: skip
+    sent = await _asgi_call(app, scope, messages)
+    record: dict[str, Any] = json.loads(b"".join(bytes(m.get("body", b"")) for m in sent))
     return record
 
 
@@ -227,26 +239,11 @@ async def test_http2_body_without_length_reaches_the_upstream_whole(
 
 async def _download_chunks(app: Any, size: int) -> list[Any]:
     """The ``http.response.body`` payloads of an in-process GET of ``size`` bytes."""
-    done = asyncio.Event()
-    bodies: list[Any] = []
-
-    async def receive() -> dict[str, Any]:
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body":
-            bodies.append(message.get("body", b""))
-            if not message.get("more_body"):
-                done.set()
-
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": "/dl", "raw_path": b"/dl", "query_string": b"",
-        "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+        "method": "GET", "path": "/dl", "raw_path": b"/dl",
         "headers": [(b"host", b"gateway.test"), (b"x-act", b"download:%d" % size)],
     }  # fmt: skip
-    await asyncio.wait_for(app(scope, receive, send), 30)
+    bodies = [m.get("body", b"") for m in await _asgi_call(app, scope, [])]
     assert hashlib.sha256(b"".join(bodies)).hexdigest() == pattern_sha256(size)
     return bodies
 
